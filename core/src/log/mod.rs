@@ -1,0 +1,550 @@
+//! The event log: one redb file per data dir, appended to by a single writer thread (group commit)
+//! and read zero-copy by anyone. See DESIGN.md section 2 and `docs/log-format.md`.
+//!
+//! - [`Log::open`] takes ownership of a data dir (redb's file lock; a second process gets
+//!   [`LogError::InUse`] naming the owner) and starts the writer.
+//! - [`Log::append`] encodes on the caller's thread and queues; the returned [`Appended`] completes
+//!   when the event is durable. Backpressure: `append` blocks while the queue is full,
+//!   [`Log::try_append_at`] returns [`LogError::Full`] instead.
+//! - [`Log::reader`] gives a consistent snapshot: by seq, by range, by request id, head.
+
+mod error;
+mod notify;
+mod verify;
+mod writer;
+
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use redb::{
+    AccessGuard, Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata,
+    StorageError, TableDefinition,
+};
+
+pub use error::LogError;
+pub use notify::{Appended, NextRange, Subscription};
+pub use verify::{ChainBreak, Stats, VerifyReport};
+
+use crate::event::{Event, Hash32, RequestId};
+use crate::record::{self, RecordRef};
+use notify::{Shared, Slot};
+use writer::{Msg, Pending, Writer};
+
+/// File name of the log inside a data dir.
+pub const LOG_FILE: &str = "omniroute.redb";
+/// Written by the process that owns a data dir, read to name it when another process is refused.
+pub const OWNER_FILE: &str = "omniroute.owner";
+/// The on-disk encoding this build writes and reads; stored in `meta` when a log is created, so the
+/// alignment/endianness choice can never silently change under existing bytes.
+pub const FORMAT: &str = "omniroute-log/1 rkyv-0.8 little-endian unaligned pointer-width-32";
+
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(crate) const REQUEST_INDEX: TableDefinition<(u128, u64), ()> =
+    TableDefinition::new("request_index");
+pub(crate) const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
+pub(crate) const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_HEAD_SEQ: &str = "head_seq";
+pub(crate) const META_HEAD_HASH: &str = "head_hash";
+
+/// Tuning of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// Events that can wait in the queue before producers feel backpressure.
+    pub queue_capacity: usize,
+    /// Most events committed in one transaction.
+    pub batch_limit: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 16 * 1024,
+            batch_limit: 1024,
+        }
+    }
+}
+
+/// The last committed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash32,
+}
+
+/// What a caller can know about the writer's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogHealth {
+    pub committed_seq: u64,
+    pub failed_batches: u64,
+    pub failed_events: u64,
+    pub last_error: Option<String>,
+    pub closed: bool,
+}
+
+/// A handle on an open log. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    path: Arc<PathBuf>,
+    db: Arc<Database>,
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        let handle = self.writer.get_mut().ok().and_then(Option::take);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(self.dir.join(OWNER_FILE));
+    }
+}
+
+/// Milliseconds since the unix epoch from the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn owner_line() -> String {
+    let args: Vec<String> = std::env::args().take(3).collect();
+    format!(
+        "process {} ({}), which took it at unix ms {}",
+        std::process::id(),
+        args.join(" "),
+        now_ms()
+    )
+}
+
+fn open_db(dir: &Path, path: &Path) -> Result<Database, LogError> {
+    Database::builder().create(path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => {
+            let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "another process (it left no owner record)".to_string());
+            LogError::InUse {
+                dir: dir.to_path_buf(),
+                owner,
+            }
+        }
+        DatabaseError::UpgradeRequired(v) => LogError::Format {
+            path: path.to_path_buf(),
+            found: format!("redb file format {v}"),
+            expected: FORMAT,
+        },
+        DatabaseError::Storage(StorageError::Io(source)) => {
+            if source.kind() == std::io::ErrorKind::InvalidData
+                || source.kind() == std::io::ErrorKind::UnexpectedEof
+            {
+                LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: source.to_string(),
+                }
+            } else {
+                LogError::DataDir {
+                    dir: path.to_path_buf(),
+                    source,
+                }
+            }
+        }
+        other => LogError::storage(path, other),
+    })
+}
+
+/// Prepares the tables and returns the current head, checking the stored format.
+fn init(db: &Database, path: &Path) -> Result<Head, LogError> {
+    let st = |e: redb::Error| LogError::storage(path, e);
+    let txn = db.begin_write().map_err(|e| st(e.into()))?;
+    let head;
+    {
+        let events = txn.open_table(EVENTS).map_err(|e| st(e.into()))?;
+        txn.open_table(REQUEST_INDEX).map_err(|e| st(e.into()))?;
+        txn.open_table(BLOBS).map_err(|e| st(e.into()))?;
+        txn.open_table(CHECKPOINTS).map_err(|e| st(e.into()))?;
+        let mut meta = txn.open_table(META).map_err(|e| st(e.into()))?;
+        let found = meta
+            .get(META_FORMAT)
+            .map_err(|e| st(e.into()))?
+            .map(|g| String::from_utf8_lossy(g.value()).into_owned());
+        let last = events.last().map_err(|e| st(e.into()))?;
+        match (found, &last) {
+            (Some(f), _) if f != FORMAT => {
+                return Err(LogError::Format {
+                    path: path.to_path_buf(),
+                    found: f,
+                    expected: FORMAT,
+                });
+            }
+            (Some(_), _) => {}
+            (None, None) => {
+                meta.insert(META_FORMAT, FORMAT.as_bytes())
+                    .map_err(|e| st(e.into()))?;
+            }
+            (None, Some(_)) => {
+                return Err(LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: "events are present but the format record is missing".into(),
+                });
+            }
+        }
+        head = match last {
+            None => Head {
+                seq: 0,
+                hash: Hash32::default(),
+            },
+            Some((k, v)) => {
+                let seq = k.value();
+                let env = record::envelope(v.value()).map_err(|reason| LogError::BadRecord {
+                    path: path.to_path_buf(),
+                    seq,
+                    reason,
+                })?;
+                Head {
+                    seq,
+                    hash: Hash32(*env.hash),
+                }
+            }
+        };
+    }
+    txn.commit().map_err(|e| st(e.into()))?;
+    Ok(head)
+}
+
+impl Log {
+    /// Opens (creating if needed) the log of a data dir with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log, LogError> {
+        Self::open_with(dir, LogOptions::default())
+    }
+
+    pub fn open_with(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| LogError::DataDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(LOG_FILE);
+        let db = open_db(&dir, &path)?;
+        // Best effort: the owner record only improves the message another process gets.
+        let _ = std::fs::write(dir.join(OWNER_FILE), owner_line());
+        let head = init(&db, &path)?;
+
+        let db = Arc::new(db);
+        let shared = Arc::new(Shared::default());
+        shared.committed.store(head.seq, Ordering::Release);
+        let (tx, rx) = crossbeam_channel::bounded(opts.queue_capacity.max(1));
+        let writer = Writer {
+            db: Arc::clone(&db),
+            rx,
+            shared: Arc::clone(&shared),
+            batch_limit: opts.batch_limit.max(1),
+            head_seq: head.seq,
+            head_hash: head.hash.0,
+        };
+        let handle = std::thread::Builder::new()
+            .name("omniroute-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| LogError::DataDir {
+                dir: dir.clone(),
+                source,
+            })?;
+        Ok(Log {
+            inner: Arc::new(Inner {
+                dir,
+                path: Arc::new(path),
+                db,
+                tx,
+                shared,
+                writer: std::sync::Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Path of the redb file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn handle(&self, slot: Arc<Slot>) -> Appended {
+        Appended {
+            slot,
+            shared: Arc::clone(&self.inner.shared),
+        }
+    }
+
+    fn send(&self, msg: Msg, block: bool) -> Result<(), LogError> {
+        if block {
+            self.inner.tx.send(msg).map_err(|_| LogError::Closed)
+        } else {
+            self.inner.tx.try_send(msg).map_err(|e| match e {
+                TrySendError::Full(_) => LogError::Full,
+                TrySendError::Disconnected(_) => LogError::Closed,
+            })
+        }
+    }
+
+    fn enqueue(&self, ts_ms: u64, event: &Event, block: bool) -> Result<Appended, LogError> {
+        let bytes = record::encode(event, ts_ms).map_err(|e| LogError::Encode(e.to_string()))?;
+        let slot = Slot::new();
+        let pending = Pending {
+            bytes,
+            request: event.request_id().map(|r| r.0),
+            slot: Arc::clone(&slot),
+        };
+        self.send(Msg::Append(pending), block)?;
+        Ok(self.handle(slot))
+    }
+
+    /// Appends an event stamped with the system clock. Blocks while the queue is full.
+    pub fn append(&self, event: &Event) -> Result<Appended, LogError> {
+        self.enqueue(now_ms(), event, true)
+    }
+
+    /// Appends an event stamped `ts_ms`. Blocks while the queue is full.
+    pub fn append_at(&self, ts_ms: u64, event: &Event) -> Result<Appended, LogError> {
+        self.enqueue(ts_ms, event, true)
+    }
+
+    /// Like [`Log::append_at`] but never blocks: [`LogError::Full`] when the queue is full (for
+    /// async callers, which must not park a runtime worker).
+    pub fn try_append_at(&self, ts_ms: u64, event: &Event) -> Result<Appended, LogError> {
+        self.enqueue(ts_ms, event, false)
+    }
+
+    /// Stores a content-addressed blob (request/response body) under its blake3 hash.
+    pub fn put_blob(&self, bytes: Vec<u8>) -> Result<(Hash32, Appended), LogError> {
+        let hash = Hash32::of(&bytes);
+        let slot = Slot::new();
+        self.send(
+            Msg::Blob {
+                hash: hash.0,
+                bytes,
+                slot: Arc::clone(&slot),
+            },
+            true,
+        )?;
+        Ok((hash, self.handle(slot)))
+    }
+
+    /// Stores a projection checkpoint under `name`, replacing the previous one.
+    pub fn put_checkpoint(&self, name: &str, bytes: Vec<u8>) -> Result<Appended, LogError> {
+        let slot = Slot::new();
+        self.send(
+            Msg::Checkpoint {
+                name: name.to_string(),
+                bytes,
+                slot: Arc::clone(&slot),
+            },
+            true,
+        )?;
+        Ok(self.handle(slot))
+    }
+
+    /// Waits until everything appended before this call is committed; returns the head seq.
+    pub fn sync(&self) -> Result<u64, LogError> {
+        let slot = Slot::new();
+        self.send(Msg::Barrier(Arc::clone(&slot)), true)?;
+        self.handle(slot).wait()
+    }
+
+    /// Follows committed ranges starting after `after_seq` (pass the seq you have already read).
+    pub fn subscribe(&self, after_seq: u64) -> Subscription {
+        Subscription {
+            next: after_seq + 1,
+            shared: Arc::clone(&self.inner.shared),
+        }
+    }
+
+    /// Highest committed seq.
+    pub fn committed_seq(&self) -> u64 {
+        self.inner.shared.committed.load(Ordering::Acquire)
+    }
+
+    pub fn health(&self) -> LogHealth {
+        let s = &self.inner.shared;
+        LogHealth {
+            committed_seq: s.committed.load(Ordering::Acquire),
+            failed_batches: s.failed_batches.load(Ordering::Relaxed),
+            failed_events: s.failed_events.load(Ordering::Relaxed),
+            last_error: s.last_error(),
+            closed: s.closed.load(Ordering::Acquire),
+        }
+    }
+
+    /// A consistent read snapshot of everything committed so far.
+    pub fn reader(&self) -> Result<Reader, LogError> {
+        Reader::new(&*self.inner.db, Arc::clone(&self.inner.path))
+    }
+}
+
+/// One stored record, borrowed zero-copy from the snapshot's pages.
+pub struct Stored {
+    pub seq: u64,
+    value: AccessGuard<'static, &'static [u8]>,
+    path: Arc<PathBuf>,
+}
+
+impl Stored {
+    /// The exact stored bytes (envelope + event).
+    pub fn bytes(&self) -> &[u8] {
+        self.value.value()
+    }
+
+    /// Validates the record and returns a view of it.
+    pub fn record(&self) -> Result<RecordRef<'_>, LogError> {
+        record::decode(self.seq, self.value.value()).map_err(|reason| LogError::BadRecord {
+            path: self.path.to_path_buf(),
+            seq: self.seq,
+            reason,
+        })
+    }
+}
+
+/// A read snapshot of the log.
+pub struct Reader {
+    path: Arc<PathBuf>,
+    events: ReadOnlyTable<u64, &'static [u8]>,
+    index: ReadOnlyTable<(u128, u64), ()>,
+    meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    blobs: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    checkpoints: ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl Reader {
+    fn new(db: &impl ReadableDatabase, path: Arc<PathBuf>) -> Result<Reader, LogError> {
+        let st = |e: redb::Error| LogError::storage(&path, e);
+        let txn = db.begin_read().map_err(|e| st(e.into()))?;
+        Ok(Reader {
+            events: txn.open_table(EVENTS).map_err(|e| st(e.into()))?,
+            index: txn.open_table(REQUEST_INDEX).map_err(|e| st(e.into()))?,
+            meta: txn.open_table(META).map_err(|e| st(e.into()))?,
+            blobs: txn.open_table(BLOBS).map_err(|e| st(e.into()))?,
+            checkpoints: txn.open_table(CHECKPOINTS).map_err(|e| st(e.into()))?,
+            path,
+        })
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> LogError {
+        LogError::storage(&self.path, e)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record at `seq`, if present.
+    pub fn get(&self, seq: u64) -> Result<Option<Stored>, LogError> {
+        Ok(self.events.get(seq).map_err(|e| self.err(e))?.map(|value| Stored {
+            seq,
+            value,
+            path: Arc::clone(&self.path),
+        }))
+    }
+
+    /// Records in a seq range, in order.
+    pub fn range(
+        &self,
+        range: impl RangeBounds<u64>,
+    ) -> Result<impl Iterator<Item = Result<Stored, LogError>> + '_, LogError> {
+        let iter = self.events.range(range).map_err(|e| self.err(e))?;
+        Ok(iter.map(move |item| {
+            let (k, value) = item.map_err(|e| self.err(e))?;
+            Ok(Stored {
+                seq: k.value(),
+                value,
+                path: Arc::clone(&self.path),
+            })
+        }))
+    }
+
+    /// Every record of one request, in seq order, found through `request_index` (no scan).
+    pub fn request(&self, id: RequestId) -> Result<Vec<Stored>, LogError> {
+        let mut out = Vec::new();
+        for item in self
+            .index
+            .range((id.0, 0)..=(id.0, u64::MAX))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            let seq = k.value().1;
+            match self.get(seq)? {
+                Some(s) => out.push(s),
+                None => {
+                    return Err(LogError::Corrupt {
+                        path: self.path.to_path_buf(),
+                        reason: format!("request_index names seq {seq}, which is missing"),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The head as recorded in `meta` (seq 0 and a zero hash for an empty log).
+    pub fn head(&self) -> Result<Head, LogError> {
+        let seq = self
+            .meta
+            .get(META_HEAD_SEQ)
+            .map_err(|e| self.err(e))?
+            .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0);
+        let hash = self
+            .meta
+            .get(META_HEAD_HASH)
+            .map_err(|e| self.err(e))?
+            .and_then(|g| g.value().try_into().ok().map(Hash32))
+            .unwrap_or_default();
+        Ok(Head { seq, hash })
+    }
+
+    /// Number of stored events.
+    pub fn len(&self) -> Result<u64, LogError> {
+        self.events.len().map_err(|e| self.err(e))
+    }
+
+    pub fn is_empty(&self) -> Result<bool, LogError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A stored blob by its hash.
+    pub fn blob(&self, hash: &Hash32) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self
+            .blobs
+            .get(&hash.0)
+            .map_err(|e| self.err(e))?
+            .map(|g| g.value().to_vec()))
+    }
+
+    /// A projection checkpoint by name.
+    pub fn checkpoint(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self
+            .checkpoints
+            .get(name)
+            .map_err(|e| self.err(e))?
+            .map(|g| g.value().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

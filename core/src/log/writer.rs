@@ -1,0 +1,172 @@
+//! The writer thread: the only owner of write transactions. It drains whatever producers have queued
+//! (up to the batch limit), seals each record into the hash chain, writes events, index, blobs and
+//! checkpoints in one transaction, commits with full durability, and only then completes the
+//! waiting handles and publishes the new head. One fsync carries the whole batch (group commit).
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Receiver;
+use redb::{Database, Durability};
+
+use super::notify::{Shared, Slot};
+use super::{BLOBS, CHECKPOINTS, EVENTS, META, META_HEAD_HASH, META_HEAD_SEQ, REQUEST_INDEX};
+use crate::record;
+
+/// An encoded event waiting for its seq.
+pub(crate) struct Pending {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) request: Option<u128>,
+    pub(crate) slot: Arc<Slot>,
+}
+
+pub(crate) enum Msg {
+    Append(Pending),
+    Blob {
+        hash: [u8; 32],
+        bytes: Vec<u8>,
+        slot: Arc<Slot>,
+    },
+    Checkpoint {
+        name: String,
+        bytes: Vec<u8>,
+        slot: Arc<Slot>,
+    },
+    /// Completes once everything queued before it is committed.
+    Barrier(Arc<Slot>),
+    Shutdown,
+}
+
+pub(crate) struct Writer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) rx: Receiver<Msg>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) batch_limit: usize,
+    pub(crate) head_seq: u64,
+    pub(crate) head_hash: [u8; 32],
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        let mut batch: Vec<Msg> = Vec::with_capacity(self.batch_limit);
+        let mut stop = false;
+        while !stop {
+            let Ok(first) = self.rx.recv() else { break };
+            batch.push(first);
+            while batch.len() < self.batch_limit {
+                match self.rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            if batch.iter().any(|m| matches!(m, Msg::Shutdown)) {
+                // Commit what came with the shutdown, then anything queued behind it.
+                stop = true;
+                batch.extend(self.rx.try_iter());
+            }
+            self.commit(&mut batch);
+            batch.clear();
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.notify();
+    }
+
+    fn commit(&mut self, batch: &mut [Msg]) {
+        let (seq0, hash0) = (self.head_seq, self.head_hash);
+        match self.write(batch) {
+            Ok(()) => {
+                let mut seq = seq0;
+                for m in batch.iter() {
+                    match m {
+                        Msg::Append(p) => {
+                            seq += 1;
+                            p.slot.complete(seq);
+                        }
+                        Msg::Blob { slot, .. }
+                        | Msg::Checkpoint { slot, .. }
+                        | Msg::Barrier(slot) => slot.complete(self.head_seq),
+                        Msg::Shutdown => {}
+                    }
+                }
+                self.shared.committed.store(self.head_seq, Ordering::Release);
+            }
+            Err(e) => {
+                // The transaction was not committed: roll the chain head back so seqs stay gapless.
+                self.head_seq = seq0;
+                self.head_hash = hash0;
+                let events = batch.iter().filter(|m| matches!(m, Msg::Append(_))).count();
+                self.shared.set_error(e.to_string());
+                self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .failed_events
+                    .fetch_add(events as u64, Ordering::Relaxed);
+                for m in batch.iter() {
+                    match m {
+                        Msg::Append(Pending { slot, .. })
+                        | Msg::Blob { slot, .. }
+                        | Msg::Checkpoint { slot, .. }
+                        | Msg::Barrier(slot) => slot.fail(),
+                        Msg::Shutdown => {}
+                    }
+                }
+            }
+        }
+        self.shared.notify();
+    }
+
+    fn write(&mut self, batch: &mut [Msg]) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let before = self.head_seq;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let mut cursor = events.upper_bound_mut(Bound::<u64>::Unbounded)?;
+            for m in batch.iter_mut() {
+                if let Msg::Append(p) = m {
+                    let seq = self.head_seq + 1;
+                    let hash = record::seal(&mut p.bytes, seq, &self.head_hash)
+                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    cursor.insert_before(seq, p.bytes.as_slice())?;
+                    self.head_seq = seq;
+                    self.head_hash = hash;
+                }
+            }
+            cursor.close()?;
+        }
+        {
+            let mut index = txn.open_table(REQUEST_INDEX)?;
+            let mut seq = before;
+            for m in batch.iter() {
+                if let Msg::Append(p) = m {
+                    seq += 1;
+                    if let Some(rid) = p.request {
+                        index.insert((rid, seq), ())?;
+                    }
+                }
+            }
+        }
+        {
+            let mut blobs = txn.open_table(BLOBS)?;
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            for m in batch.iter() {
+                match m {
+                    Msg::Blob { hash, bytes, .. } => {
+                        blobs.insert(hash, bytes.as_slice())?;
+                    }
+                    Msg::Checkpoint { name, bytes, .. } => {
+                        checkpoints.insert(name.as_str(), bytes.as_slice())?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if self.head_seq != before {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_HEAD_SEQ, self.head_seq.to_le_bytes().as_slice())?;
+            meta.insert(META_HEAD_HASH, self.head_hash.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
