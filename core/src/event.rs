@@ -14,7 +14,19 @@ use serde::Serialize;
 pub const SCHEMA_V1: u16 = 1;
 
 /// A request id: a 128-bit ULID, shown in its 26-character Crockford form.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RequestId(pub u128);
@@ -45,7 +57,9 @@ impl ArchivedRequestId {
 }
 
 /// A blake3 digest: config versions, body hashes, api-key ids, chain links. Shown as lowercase hex.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Hash32(pub [u8; 32]);
@@ -72,7 +86,9 @@ impl Serialize for Hash32 {
 }
 
 /// Money in integer micro-dollars. `Unpriced` (no price known) is distinct from a price of zero.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 #[rkyv(derive(Debug))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -83,7 +99,9 @@ pub enum Cost {
 }
 
 /// Token counts in disjoint buckets: a token is counted in exactly one of them.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Tokens {
@@ -97,7 +115,9 @@ pub struct Tokens {
 }
 
 /// A routable target: a provider and the model id clients use.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, Default,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Target {
@@ -106,7 +126,9 @@ pub struct Target {
 }
 
 /// The typed class of a failed attempt. Append new classes at the end only.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[rkyv(compare(PartialEq))]
 #[serde(rename_all = "snake_case")]
@@ -125,7 +147,9 @@ pub enum ErrorClass {
 }
 
 /// A routing strategy. Append new strategies at the end only.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -141,7 +165,9 @@ pub enum Strategy {
 }
 
 /// Why a candidate was left out of the plan. Append new reasons at the end only.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -157,7 +183,9 @@ pub enum ExclusionReason {
 }
 
 /// Circuit-breaker state of a target.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -168,7 +196,9 @@ pub enum CircuitState {
 }
 
 /// What a budget guard does when a session would exceed it.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -179,7 +209,9 @@ pub enum BudgetAction {
 }
 
 /// What kind of configuration change a `ConfigChanged` records.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]

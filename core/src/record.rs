@@ -99,7 +99,13 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<RecordRef<'_>, RecordError> {
 }
 
 /// The chain hash of a record.
-pub fn chain_hash(prev: &[u8; 32], seq: u64, ts_ms: u64, schema: u16, event_bytes: &[u8]) -> [u8; 32] {
+pub fn chain_hash(
+    prev: &[u8; 32],
+    seq: u64,
+    ts_ms: u64,
+    schema: u16,
+    event_bytes: &[u8],
+) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(prev);
     h.update(&seq.to_le_bytes());

@@ -54,13 +54,11 @@ pub fn request_story(n: u64) -> Vec<Event> {
         target: target(p, m),
         tier: 1,
         score,
-        factors: vec![
-            Factor {
-                name: "priority".into(),
-                value: score,
-                weight: 1.0,
-            },
-        ],
+        factors: vec![Factor {
+            name: "priority".into(),
+            value: score,
+            weight: 1.0,
+        }],
         excluded,
     };
     vec![

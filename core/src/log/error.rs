@@ -9,9 +9,7 @@ pub enum LogError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "data dir {dir} is in use by {owner}; stop that process or pass another --data-dir"
-    )]
+    #[error("data dir {dir} is in use by {owner}; stop that process or pass another --data-dir")]
     InUse { dir: PathBuf, owner: String },
     #[error("{path} is not a readable omniroute log: {reason}")]
     Corrupt { path: PathBuf, reason: String },

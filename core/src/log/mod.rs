@@ -22,8 +22,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError};
 use redb::{
     AccessGuard, Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata,
-    StorageError, TableDefinition,
+    ReadableTableMetadata, StorageError, TableDefinition,
 };
 
 pub use error::LogError;
@@ -455,11 +454,15 @@ impl Reader {
 
     /// The record at `seq`, if present.
     pub fn get(&self, seq: u64) -> Result<Option<Stored>, LogError> {
-        Ok(self.events.get(seq).map_err(|e| self.err(e))?.map(|value| Stored {
-            seq,
-            value,
-            path: Arc::clone(&self.path),
-        }))
+        Ok(self
+            .events
+            .get(seq)
+            .map_err(|e| self.err(e))?
+            .map(|value| Stored {
+                seq,
+                value,
+                path: Arc::clone(&self.path),
+            }))
     }
 
     /// Records in a seq range, in order.

@@ -147,14 +147,16 @@ impl Appended {
 
     /// Blocks the calling thread until the event is durable; returns its seq.
     pub fn wait(&self) -> Result<u64, LogError> {
-        self.shared.wait_until(None, || self.slot.state() != PENDING);
+        self.shared
+            .wait_until(None, || self.slot.state() != PENDING);
         self.try_get().unwrap_or(Err(LogError::Closed))
     }
 
     /// Like [`Appended::wait`] with a limit; `None` if still pending after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<u64, LogError>> {
-        self.shared
-            .wait_until(Some(Instant::now() + timeout), || self.slot.state() != PENDING);
+        self.shared.wait_until(Some(Instant::now() + timeout), || {
+            self.slot.state() != PENDING
+        });
         self.try_get()
     }
 }

@@ -85,7 +85,10 @@ impl Reader {
             );
         }
         if head.hash.0 != prev {
-            return brk(last, "the head record's hash differs from the last record's".into());
+            return brk(
+                last,
+                "the head record's hash differs from the last record's".into(),
+            );
         }
         Ok(Ok(VerifyReport {
             events: last,
@@ -112,9 +115,7 @@ impl Reader {
                 Err(_) => invalid += 1,
             }
         }
-        let file_bytes = std::fs::metadata(self.path())
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let file_bytes = std::fs::metadata(self.path()).map(|m| m.len()).unwrap_or(0);
         let head = self.head()?;
         Ok(Stats {
             events,

@@ -89,7 +89,9 @@ impl Writer {
                         Msg::Shutdown => {}
                     }
                 }
-                self.shared.committed.store(self.head_seq, Ordering::Release);
+                self.shared
+                    .committed
+                    .store(self.head_seq, Ordering::Release);
             }
             Err(e) => {
                 // The transaction was not committed: roll the chain head back so seqs stay gapless.
