@@ -69,7 +69,7 @@ pub fn request_story(n: u64) -> Vec<Event> {
             api_key_id: None,
             endpoint: "/v1/chat/completions".into(),
             requested: "default".into(),
-            stream: n % 2 == 0,
+            stream: n.is_multiple_of(2),
             est_prompt_tokens: 1500,
             max_tokens: Some(512),
             body_hash: Hash32::of(&n.to_le_bytes()),

@@ -102,7 +102,7 @@ struct JsonRecord<'a> {
     event: &'a Event,
 }
 
-fn print_record(out: &mut impl Write, stored: &Stored, json: bool) -> Result<(), String> {
+fn print_record(out: &mut impl Write, stored: &Stored<'_>, json: bool) -> Result<(), String> {
     let rec = stored.record().map_err(|e| e.to_string())?;
     let event = rec
         .event
@@ -273,10 +273,12 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
             b as f64 / s.events as f64
         }
     };
-    let ratio = if s.record_bytes == 0 {
-        0.0
-    } else {
-        s.file_bytes as f64 / s.record_bytes as f64
+    let ratio = |of: u64| {
+        if of == 0 {
+            0.0
+        } else {
+            s.disk_bytes as f64 / of as f64
+        }
     };
     if json {
         let per_kind: serde_json::Map<String, serde_json::Value> = s
@@ -290,9 +292,11 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
             "record_bytes": s.record_bytes,
             "event_bytes": s.event_bytes,
             "file_bytes": s.file_bytes,
-            "file_bytes_per_event": per_event(s.file_bytes),
+            "disk_bytes": s.disk_bytes,
+            "disk_bytes_per_event": per_event(s.disk_bytes),
             "record_bytes_per_event": per_event(s.record_bytes),
-            "file_to_record_ratio": ratio,
+            "disk_to_event_bytes": ratio(s.event_bytes),
+            "disk_to_record_bytes": ratio(s.record_bytes),
             "head_seq": s.head_seq,
             "head_hash": s.head_hash.to_string(),
             "invalid_records": s.invalid,
@@ -303,11 +307,15 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
         println!("log        {}", log.path().display());
         println!("events     {}", s.events);
         println!(
-            "on disk    {} bytes ({:.1} per event, {:.2}x the {} record bytes, index included)",
-            s.file_bytes,
-            per_event(s.file_bytes),
-            ratio,
-            s.record_bytes
+            "on disk    {} bytes ({:.1} per event, index included): {:.2}x the event bytes, {:.2}x the record bytes",
+            s.disk_bytes,
+            per_event(s.disk_bytes),
+            ratio(s.event_bytes),
+            ratio(s.record_bytes),
+        );
+        println!(
+            "file       {} bytes long (redb grows it in doublings; the unused tail is sparse)",
+            s.file_bytes
         );
         println!(
             "records    {:.1} bytes per event ({:.1} event bytes + envelope)",

@@ -64,8 +64,8 @@ pub struct LogOptions {
 impl Default for LogOptions {
     fn default() -> Self {
         Self {
-            queue_capacity: 16 * 1024,
-            batch_limit: 1024,
+            queue_capacity: 32 * 1024,
+            batch_limit: 4096,
         }
     }
 }
@@ -256,6 +256,7 @@ impl Log {
             batch_limit: opts.batch_limit.max(1),
             head_seq: head.seq,
             head_hash: head.hash.0,
+            index_keys: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("omniroute-log-writer".into())
@@ -398,13 +399,14 @@ impl Log {
 }
 
 /// One stored record, borrowed zero-copy from the snapshot's pages.
-pub struct Stored {
+pub struct Stored<'r> {
     pub seq: u64,
     value: AccessGuard<'static, &'static [u8]>,
-    path: Arc<PathBuf>,
+    /// For error messages only.
+    path: &'r Path,
 }
 
-impl Stored {
+impl Stored<'_> {
     /// The exact stored bytes (envelope + event).
     pub fn bytes(&self) -> &[u8] {
         self.value.value()
@@ -423,7 +425,7 @@ impl Stored {
 /// A read snapshot of the log.
 pub struct Reader {
     path: Arc<PathBuf>,
-    events: ReadOnlyTable<u64, &'static [u8]>,
+    pub(crate) events: ReadOnlyTable<u64, &'static [u8]>,
     index: ReadOnlyTable<(u128, u64), ()>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     blobs: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
@@ -444,7 +446,7 @@ impl Reader {
         })
     }
 
-    fn err(&self, e: impl Into<redb::Error>) -> LogError {
+    pub(crate) fn err(&self, e: impl Into<redb::Error>) -> LogError {
         LogError::storage(&self.path, e)
     }
 
@@ -453,7 +455,7 @@ impl Reader {
     }
 
     /// The record at `seq`, if present.
-    pub fn get(&self, seq: u64) -> Result<Option<Stored>, LogError> {
+    pub fn get(&self, seq: u64) -> Result<Option<Stored<'_>>, LogError> {
         Ok(self
             .events
             .get(seq)
@@ -461,7 +463,7 @@ impl Reader {
             .map(|value| Stored {
                 seq,
                 value,
-                path: Arc::clone(&self.path),
+                path: &self.path,
             }))
     }
 
@@ -469,20 +471,20 @@ impl Reader {
     pub fn range(
         &self,
         range: impl RangeBounds<u64>,
-    ) -> Result<impl Iterator<Item = Result<Stored, LogError>> + '_, LogError> {
+    ) -> Result<impl Iterator<Item = Result<Stored<'_>, LogError>> + '_, LogError> {
         let iter = self.events.range(range).map_err(|e| self.err(e))?;
         Ok(iter.map(move |item| {
             let (k, value) = item.map_err(|e| self.err(e))?;
             Ok(Stored {
                 seq: k.value(),
                 value,
-                path: Arc::clone(&self.path),
+                path: &self.path,
             })
         }))
     }
 
     /// Every record of one request, in seq order, found through `request_index` (no scan).
-    pub fn request(&self, id: RequestId) -> Result<Vec<Stored>, LogError> {
+    pub fn request(&self, id: RequestId) -> Result<Vec<Stored<'_>>, LogError> {
         let mut out = Vec::new();
         for item in self
             .index

@@ -1,6 +1,8 @@
 //! Whole-log checks: `verify` recomputes the hash chain over the exact stored bytes and reports the
 //! first break; `stats` summarises size and contents.
 
+use redb::ReadableTable;
+
 use super::{LogError, Reader};
 use crate::event::{EVENT_KINDS, Hash32};
 use crate::record;
@@ -21,6 +23,37 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
+const PREV_MISMATCH: &str = "prev_hash does not match the hash of the previous record";
+
+/// What one verify thread found in its part of the log.
+struct Segment {
+    start: u64,
+    /// `prev_hash` of the segment's first record, to check against the previous segment.
+    first_prev: Option<[u8; 32]>,
+    last_hash: Option<[u8; 32]>,
+    brk: Option<ChainBreak>,
+}
+
+/// Why the record stored at `seq` (where `expected` should be) breaks the chain, if it does.
+fn check_record(seq: u64, expected: u64, bytes: &[u8], prev: Option<&[u8; 32]>) -> Option<String> {
+    if seq != expected {
+        return Some(format!(
+            "missing record (the next stored record is seq {seq})"
+        ));
+    }
+    let env = match record::envelope(bytes) {
+        Ok(env) => env,
+        Err(e) => return Some(e.to_string()),
+    };
+    if prev.is_some_and(|p| p != env.prev_hash) {
+        return Some(PREV_MISMATCH.into());
+    }
+    if &record::recompute(seq, &env) != env.hash {
+        return Some("hash mismatch: the record's bytes were altered".into());
+    }
+    record::decode(seq, bytes).err().map(|e| e.to_string())
+}
+
 /// Size and contents of a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -29,8 +62,12 @@ pub struct Stats {
     pub record_bytes: u64,
     /// Sum of the rkyv event bytes alone.
     pub event_bytes: u64,
-    /// Size of the redb file.
+    /// Length of the redb file. redb grows it in doublings and the unused tail is sparse, so this
+    /// overstates what the log occupies.
     pub file_bytes: u64,
+    /// Bytes the file occupies on disk (allocated blocks); equals `file_bytes` where the platform
+    /// does not report blocks.
+    pub disk_bytes: u64,
     pub head_seq: u64,
     pub head_hash: Hash32,
     /// (kind, count), in schema order; kinds with no events are included with 0.
@@ -41,40 +78,59 @@ pub struct Stats {
 
 impl Reader {
     /// Recomputes the chain from seq 1. `Ok(Err(break))` when the log is readable but not intact.
+    ///
+    /// Each record's hash covers its own stored `prev_hash`, so records can be re-hashed
+    /// independently: the range is split across the available cores, each segment checks its own
+    /// links, and the links between segments are checked after.
     pub fn verify(&self) -> Result<Result<VerifyReport, ChainBreak>, LogError> {
-        let mut expected = 1u64;
-        let mut prev = [0u8; 32];
-        let brk = |seq, reason: String| Ok(Err(ChainBreak { seq, reason }));
-        for item in self.range(..)? {
-            let stored = item?;
-            let seq = stored.seq;
-            if seq != expected {
-                return brk(
-                    expected,
-                    format!("missing record (the next stored record is seq {seq})"),
-                );
+        let last = match self.events.last().map_err(|e| self.err(e))? {
+            Some((k, _)) => k.value(),
+            None => 0,
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8) as u64;
+        let per = last.div_ceil(threads).max(1);
+        let bounds: Vec<(u64, u64)> = (0..threads)
+            .map(|i| (1 + i * per, (1 + (i + 1) * per).min(last + 1)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        let segments: Vec<Result<Segment, LogError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = bounds
+                .iter()
+                .map(|&(a, b)| s.spawn(move || self.check_segment(a, b)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(LogError::Corrupt {
+                            path: self.path().to_path_buf(),
+                            reason: "a verify thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut carry = [0u8; 32];
+        for seg in segments {
+            let seg = seg?;
+            if let Some(first_prev) = seg.first_prev
+                && first_prev != carry
+            {
+                return Ok(Err(ChainBreak {
+                    seq: seg.start,
+                    reason: PREV_MISMATCH.into(),
+                }));
             }
-            let env = match record::envelope(stored.bytes()) {
-                Ok(env) => env,
-                Err(e) => return brk(seq, e.to_string()),
-            };
-            if env.prev_hash != &prev {
-                return brk(
-                    seq,
-                    "prev_hash does not match the hash of the previous record".into(),
-                );
+            if let Some(brk) = seg.brk {
+                return Ok(Err(brk));
             }
-            if &record::recompute(seq, &env) != env.hash {
-                return brk(seq, "hash mismatch: the record's bytes were altered".into());
-            }
-            if let Err(e) = stored.record() {
-                return brk(seq, e.to_string());
-            }
-            prev = *env.hash;
-            expected += 1;
+            carry = seg.last_hash.unwrap_or(carry);
         }
-        let last = expected - 1;
         let head = self.head()?;
+        let brk = |seq, reason: String| Ok(Err(ChainBreak { seq, reason }));
         if head.seq != last {
             return brk(
                 last + 1,
@@ -84,7 +140,7 @@ impl Reader {
                 ),
             );
         }
-        if head.hash.0 != prev {
+        if head.hash.0 != carry {
             return brk(
                 last,
                 "the head record's hash differs from the last record's".into(),
@@ -97,6 +153,41 @@ impl Reader {
         }))
     }
 
+    /// Checks records `start..end`: presence, links inside the segment, hashes, validation.
+    fn check_segment(&self, start: u64, end: u64) -> Result<Segment, LogError> {
+        let mut seg = Segment {
+            start,
+            first_prev: None,
+            last_hash: None,
+            brk: None,
+        };
+        let mut expected = start;
+        for item in self.events.range(start..end).map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (seq, bytes) = (k.value(), v.value());
+            if let Some(reason) = check_record(seq, expected, bytes, seg.last_hash.as_ref()) {
+                seg.brk = Some(ChainBreak {
+                    seq: expected.min(seq),
+                    reason,
+                });
+                return Ok(seg);
+            }
+            if let Ok(env) = record::envelope(bytes) {
+                if seg.first_prev.is_none() {
+                    seg.first_prev = Some(*env.prev_hash);
+                }
+                seg.last_hash = Some(*env.hash);
+            }
+            expected += 1;
+        }
+        if expected != end {
+            seg.brk = Some(ChainBreak {
+                seq: expected,
+                reason: "missing record".into(),
+            });
+        }
+        Ok(seg)
+    }
     /// Counts events per kind and bytes; `file_bytes` is taken from the file system.
     pub fn stats(&self) -> Result<Stats, LogError> {
         let mut per_kind = [0u64; EVENT_KINDS.len()];
@@ -115,13 +206,22 @@ impl Reader {
                 Err(_) => invalid += 1,
             }
         }
-        let file_bytes = std::fs::metadata(self.path()).map(|m| m.len()).unwrap_or(0);
+        let meta = std::fs::metadata(self.path()).ok();
+        let file_bytes = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+        #[cfg(unix)]
+        let disk_bytes = meta
+            .as_ref()
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(m) * 512)
+            .unwrap_or(file_bytes);
+        #[cfg(not(unix))]
+        let disk_bytes = file_bytes;
         let head = self.head()?;
         Ok(Stats {
             events,
             record_bytes,
             event_bytes,
             file_bytes,
+            disk_bytes,
             head_seq: head.seq,
             head_hash: head.hash,
             per_kind: EVENT_KINDS.iter().copied().zip(per_kind).collect(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableTable};
 
 use super::notify::{Shared, Slot};
 use super::{BLOBS, CHECKPOINTS, EVENTS, META, META_HEAD_HASH, META_HEAD_SEQ, REQUEST_INDEX};
@@ -45,6 +45,8 @@ pub(crate) struct Writer {
     pub(crate) batch_limit: usize,
     pub(crate) head_seq: u64,
     pub(crate) head_hash: [u8; 32],
+    /// Reused buffer for the batch's `request_index` keys.
+    pub(crate) index_keys: Vec<(u128, u64)>,
 }
 
 impl Writer {
@@ -137,16 +139,31 @@ impl Writer {
             cursor.close()?;
         }
         {
-            let mut index = txn.open_table(REQUEST_INDEX)?;
+            // Request ids are ULIDs, so most new index keys sort after every existing one: those
+            // go through one buffered cursor run (pages packed once), the rest are plain inserts.
+            let keys = &mut self.index_keys;
+            keys.clear();
             let mut seq = before;
             for m in batch.iter() {
                 if let Msg::Append(p) = m {
                     seq += 1;
                     if let Some(rid) = p.request {
-                        index.insert((rid, seq), ())?;
+                        keys.push((rid, seq));
                     }
                 }
             }
+            keys.sort_unstable();
+            let mut index = txn.open_table(REQUEST_INDEX)?;
+            let max = index.last()?.map(|(k, _)| k.value());
+            let split = keys.partition_point(|k| Some(*k) <= max);
+            for k in &keys[..split] {
+                index.insert(k, ())?;
+            }
+            let mut cursor = index.upper_bound_mut(Bound::<(u128, u64)>::Unbounded)?;
+            for k in &keys[split..] {
+                cursor.insert_before(k, ())?;
+            }
+            cursor.close()?;
         }
         {
             let mut blobs = txn.open_table(BLOBS)?;
