@@ -110,6 +110,23 @@ fn strict_latency(c: &mut Criterion) {
     g.bench_function("strict_single_event", |b| {
         b.iter(|| black_box(log.append(&event).unwrap().wait().unwrap()))
     });
+
+    // Baseline: one raw redb insert + durable commit on the calling thread.
+    let bytes = record::encode(&event, 0).unwrap();
+    let raw_dir = tempfile::tempdir().unwrap();
+    let db = Database::create(raw_dir.path().join("raw.redb")).unwrap();
+    let mut next = 1u64;
+    g.bench_function("raw_redb_single_commit", |b| {
+        b.iter(|| {
+            let txn = db.begin_write().unwrap();
+            txn.open_table(RAW)
+                .unwrap()
+                .insert(next, bytes.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+            next += 1;
+        })
+    });
     g.finish();
 }
 

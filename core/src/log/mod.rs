@@ -64,8 +64,8 @@ pub struct LogOptions {
 impl Default for LogOptions {
     fn default() -> Self {
         Self {
-            queue_capacity: 32 * 1024,
-            batch_limit: 4096,
+            queue_capacity: 64 * 1024,
+            batch_limit: 8192,
         }
     }
 }

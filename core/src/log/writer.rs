@@ -165,19 +165,16 @@ impl Writer {
             }
             cursor.close()?;
         }
-        {
-            let mut blobs = txn.open_table(BLOBS)?;
-            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-            for m in batch.iter() {
-                match m {
-                    Msg::Blob { hash, bytes, .. } => {
-                        blobs.insert(hash, bytes.as_slice())?;
-                    }
-                    Msg::Checkpoint { name, bytes, .. } => {
-                        checkpoints.insert(name.as_str(), bytes.as_slice())?;
-                    }
-                    _ => {}
+        for m in batch.iter() {
+            match m {
+                Msg::Blob { hash, bytes, .. } => {
+                    txn.open_table(BLOBS)?.insert(hash, bytes.as_slice())?;
                 }
+                Msg::Checkpoint { name, bytes, .. } => {
+                    txn.open_table(CHECKPOINTS)?
+                        .insert(name.as_str(), bytes.as_slice())?;
+                }
+                Msg::Append(_) | Msg::Barrier(_) | Msg::Shutdown => {}
             }
         }
         if self.head_seq != before {
