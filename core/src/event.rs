@@ -148,7 +148,17 @@ pub enum ErrorClass {
 
 /// A routing strategy. Append new strategies at the end only.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "kebab-case")]
@@ -197,7 +207,17 @@ pub enum CircuitState {
 
 /// What a budget guard does when a session would exceed it.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]

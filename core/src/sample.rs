@@ -128,3 +128,57 @@ pub fn request_story(n: u64) -> Vec<Event> {
         })),
     ]
 }
+
+/// A config with `n` mock models over four providers and one combo per strategy (named after it)
+/// over all of them. Models repeat a pattern of eight: tiers 0,1,2,3,0,1,2,3; model 6 of every
+/// eight is unpriced; even models have the `tools` capability.
+pub fn router_config(n: usize) -> Result<crate::config::Config, crate::config::ConfigError> {
+    use std::fmt::Write as _;
+    const PRICES: [Option<(f64, f64)>; 8] = [
+        Some((0.10, 0.40)),
+        Some((0.50, 1.50)),
+        Some((1.00, 3.00)),
+        Some((3.00, 15.0)),
+        Some((0.05, 0.20)),
+        Some((0.30, 1.20)),
+        None,
+        Some((2.50, 10.0)),
+    ];
+    let mut s = String::new();
+    for p in 0..4 {
+        let _ = write!(s, "[[providers]]\nid = \"p{p}\"\nkind = \"mock\"\n\n");
+    }
+    for i in 0..n {
+        let _ = write!(
+            s,
+            "[[models]]\nid = \"m{i}\"\nprovider = \"p{}\"\ntier = {}\ncapabilities = [\"chat\"{}]\n",
+            i % 4,
+            i % 4,
+            if i % 2 == 0 { ", \"tools\"" } else { "" }
+        );
+        if let Some((input, output)) = PRICES[i % 8] {
+            let _ = writeln!(s, "price = {{ input = {input}, output = {output} }}");
+        }
+        s.push('\n');
+    }
+    for st in [
+        "priority",
+        "weighted",
+        "round-robin",
+        "least-latency",
+        "cost",
+        "least-busy",
+        "auto",
+        "tiered",
+    ] {
+        let _ = write!(
+            s,
+            "[[combos]]\nid = \"{st}\"\nstrategy = \"{st}\"\ntargets = ["
+        );
+        for i in 0..n {
+            let _ = write!(s, "{{ model = \"m{i}\", weight = {} }}, ", i + 1);
+        }
+        s.push_str("]\n\n");
+    }
+    crate::config::Config::from_toml(&s, "sample router config")
+}

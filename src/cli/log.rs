@@ -66,7 +66,7 @@ pub fn run(cmd: LogCommand) -> CliResult {
 }
 
 fn open(data: &DataArgs) -> Result<Log, String> {
-    Log::open(&data.data_dir).map_err(|e| e.to_string())
+    Log::open(data.data_dir()?).map_err(|e| e.to_string())
 }
 
 fn verify(data: &DataArgs) -> CliResult {

@@ -1,6 +1,7 @@
 //! Command-line interface (clap). Each subcommand module turns arguments into calls on the core and
 //! prints the result; exit code 0 on success, 1 on failure with a one-line reason on stderr.
 
+mod config;
 mod log;
 mod time;
 
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use omniroute_core::config::Config;
 
 #[derive(Parser)]
 #[command(name = "omniroute", version, about = "An event-sourced AI gateway")]
@@ -23,14 +25,41 @@ enum Command {
         #[command(subcommand)]
         command: log::LogCommand,
     },
+    /// Check configs: strict parse, then validation with every problem named by key.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
 }
 
 /// Where the data lives; shared by every command that reads or writes the log.
 #[derive(clap::Args, Clone)]
 pub struct DataArgs {
-    /// Data directory holding omniroute.redb.
-    #[arg(long, value_name = "DIR", default_value = ".omniroute")]
-    pub data_dir: PathBuf,
+    /// Config file (omniroute.toml); without it, the built-in default config.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory holding omniroute.redb [default: the config's server.data_dir, .omniroute]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The config named by `--config`, or the built-in default.
+    pub fn load_config(&self) -> Result<Config, String> {
+        match &self.config {
+            Some(f) => Config::load(f),
+            None => Config::builtin(),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// `--data-dir`, else the config's `server.data_dir`.
+    pub fn data_dir(&self) -> Result<PathBuf, String> {
+        match &self.data_dir {
+            Some(d) => Ok(d.clone()),
+            None => Ok(self.load_config()?.server.data_dir),
+        }
+    }
 }
 
 /// A command's failure: printed as `error: ...` with exit code 1.
@@ -40,6 +69,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Log { command } => log::run(command),
+        Command::Config { command } => config::run(command),
     };
     match result {
         Ok(code) => code,

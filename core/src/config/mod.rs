@@ -1,0 +1,389 @@
+//! The config model (`omniroute.toml`). Loading has two stages: a strict parse of the file as
+//! written ([`raw`]: unknown keys rejected, errors carry the key path and line), then
+//! [`validate`] into the runtime [`Config`] (references resolved to indexes, defaults applied,
+//! combos that name other combos expanded). The effective config's blake3 hash is its
+//! `config_version`, stamped on every event.
+//!
+//! With no file, [`Config::builtin`] gives a default built from `default.toml` (mock providers only),
+//! so everything works with zero setup.
+
+mod raw;
+mod validate;
+
+pub use validate::MAX_BREAKER_FAILURES;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Hash32, Strategy};
+use crate::pricing::Price;
+
+/// The built-in default config, used when no file is given.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+/// How the built-in config is named in messages.
+pub const BUILTIN_NAME: &str = "<built-in default config>";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API (OpenAI, OpenRouter, Groq, vLLM, Ollama, ...).
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// The built-in deterministic fake provider.
+    Mock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Responses do not wait for the log commit.
+    Batched,
+    /// Responses are sent only after the request's events are committed.
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Refuse new requests while the log cannot be written.
+    Refuse,
+    /// Keep serving, counting what could not be recorded.
+    Serve,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Aggressive,
+    Balanced,
+    Conservative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    Chat,
+    Tools,
+    Vision,
+    Json,
+    Reasoning,
+}
+
+impl Capability {
+    pub const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    pub durability: Durability,
+    pub store_bodies: bool,
+    pub on_failure: OnFailure,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Provider {
+    pub id: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    pub timeout_ms: u64,
+    pub latency_ms: u64,
+    pub failure_rate: f64,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    pub id: String,
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub upstream: String,
+    pub tier: u8,
+    pub context_window: u32,
+    /// Bit set of [`Capability::bit`].
+    pub capabilities: u8,
+    pub price: Option<Price>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Target {
+    /// Index into [`Config::models`].
+    pub model: usize,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Combo {
+    pub id: String,
+    pub strategy: Strategy,
+    /// Model targets only: combos named as targets were expanded in place.
+    pub targets: Vec<Target>,
+    pub active: bool,
+    pub auto_weights: AutoWeights,
+}
+
+/// Weights of the `auto` strategy's normalised factors (each factor is in 0..=1, higher is better).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AutoWeights {
+    pub cost: f64,
+    pub latency: f64,
+    pub success: f64,
+    pub circuit: f64,
+    pub quota: f64,
+}
+
+impl Default for AutoWeights {
+    /// Cost and latency lead, reliability close behind; documented in `docs/routing.md`.
+    fn default() -> Self {
+        Self {
+            cost: 0.30,
+            latency: 0.30,
+            success: 0.25,
+            circuit: 0.10,
+            quota: 0.05,
+        }
+    }
+}
+
+/// Breaker, retry and timeout numbers. A profile gives all of them; each can be overridden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Resilience {
+    pub profile: Profile,
+    /// Failures within `breaker_window_ms` that open a target's circuit.
+    pub breaker_failures: u32,
+    pub breaker_window_ms: u64,
+    /// Time an open circuit waits before letting one half-open probe through.
+    pub breaker_cooldown_ms: u64,
+    /// Retries on the same target for retryable errors (before falling back).
+    pub max_retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A stream that has sent nothing after this long fails over.
+    pub ttft_timeout_ms: u64,
+    /// Cooldown after a rate limit that carried no Retry-After.
+    pub default_cooldown_ms: u64,
+}
+
+impl Resilience {
+    pub const fn profile(profile: Profile) -> Self {
+        match profile {
+            Profile::Aggressive => Self {
+                profile,
+                breaker_failures: 3,
+                breaker_window_ms: 10_000,
+                breaker_cooldown_ms: 5_000,
+                max_retries: 0,
+                backoff_base_ms: 50,
+                backoff_max_ms: 500,
+                ttft_timeout_ms: 3_000,
+                default_cooldown_ms: 1_000,
+            },
+            Profile::Balanced => Self {
+                profile,
+                breaker_failures: 5,
+                breaker_window_ms: 30_000,
+                breaker_cooldown_ms: 30_000,
+                max_retries: 1,
+                backoff_base_ms: 200,
+                backoff_max_ms: 2_000,
+                ttft_timeout_ms: 10_000,
+                default_cooldown_ms: 5_000,
+            },
+            Profile::Conservative => Self {
+                profile,
+                breaker_failures: 10,
+                breaker_window_ms: 60_000,
+                breaker_cooldown_ms: 60_000,
+                max_retries: 2,
+                backoff_base_ms: 500,
+                backoff_max_ms: 5_000,
+                ttft_timeout_ms: 30_000,
+                default_cooldown_ms: 15_000,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterConfig {
+    pub auto_weights: AutoWeights,
+    /// Output tokens assumed when a request sets no `max_tokens` (for cost estimates).
+    pub default_output_tokens: u32,
+}
+
+/// The validated runtime config.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: Server,
+    pub log: LogConfig,
+    pub providers: Vec<Provider>,
+    pub models: Vec<Model>,
+    pub combos: Vec<Combo>,
+    pub resilience: Resilience,
+    pub router: RouterConfig,
+    #[serde(skip)]
+    version: Hash32,
+    #[serde(skip)]
+    model_ix: HashMap<String, usize>,
+    #[serde(skip)]
+    combo_ix: HashMap<String, usize>,
+}
+
+/// One thing wrong with a config, located by key path (and line, when known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. `combos[0].targets[1].model`.
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+    pub fix: String,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}", p.key)?;
+            if let Some(line) = p.line {
+                write!(f, " (line {line})")?;
+            }
+            write!(f, ": {}", p.message)?;
+            if !p.fix.is_empty() {
+                write!(f, "\n    fix: {}", p.fix)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(src: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw = parse(src, file)?;
+        validate::validate(raw, src, file)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                key: "(file)".into(),
+                line: None,
+                message: format!("cannot read the file: {e}"),
+                fix: "pass the path of a readable omniroute.toml, or omit --config to use the built-in default".into(),
+            }],
+        })?;
+        Self::from_toml(&src, &file)
+    }
+
+    /// The built-in default config.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Self::from_toml(DEFAULT_TOML, BUILTIN_NAME)
+    }
+
+    /// `config_version`: blake3 of the canonical JSON encoding of the effective config.
+    pub fn version(&self) -> Hash32 {
+        self.version
+    }
+
+    pub fn model_index(&self, id: &str) -> Option<usize> {
+        self.model_ix.get(id).copied()
+    }
+
+    pub fn combo_index(&self, id: &str) -> Option<usize> {
+        self.combo_ix.get(id).copied()
+    }
+
+    pub fn model(&self, ix: usize) -> Option<&Model> {
+        self.models.get(ix)
+    }
+
+    /// The provider of a model.
+    pub fn provider_of(&self, model: &Model) -> Option<&Provider> {
+        self.providers.get(model.provider)
+    }
+
+    /// Rebuilds lookups and the version after a change (e.g. a combo switched at runtime).
+    pub fn reindex(&mut self) {
+        self.model_ix = self
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        self.combo_ix = self
+            .combos
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        self.version = Hash32::of(&canonical);
+    }
+}
+
+fn parse(src: &str, file: &str) -> Result<raw::RawConfig, ConfigError> {
+    let fail = |key: String, span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+        file: file.to_string(),
+        problems: vec![Problem {
+            key,
+            line: span.map(|s| line_of(src, s.start)),
+            message,
+            fix: "correct the key or value; `omniroute config check FILE` re-checks it".into(),
+        }],
+    };
+    let de = toml::Deserializer::parse(src)
+        .map_err(|e| fail("(syntax)".into(), e.span(), e.message().trim().to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." {
+            "(top level)".into()
+        } else {
+            key
+        };
+        fail(key, inner.span(), inner.message().trim().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;

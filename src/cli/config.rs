@@ -1,0 +1,51 @@
+//! `omniroute config check [FILE]`: parse and validate a config; exit 0, or 1 with every problem.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use omniroute_core::config::{BUILTIN_NAME, Config};
+
+use super::CliResult;
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file (or the built-in default when no file is given).
+    Check {
+        /// The omniroute.toml to check.
+        file: Option<PathBuf>,
+    },
+    /// Print the built-in default config (a starting point for your own).
+    Default,
+}
+
+pub fn run(cmd: ConfigCommand) -> CliResult {
+    match cmd {
+        ConfigCommand::Check { file } => {
+            let (name, result) = match &file {
+                Some(f) => (f.display().to_string(), Config::load(f)),
+                None => (BUILTIN_NAME.to_string(), Config::builtin()),
+            };
+            match result {
+                Ok(c) => {
+                    println!(
+                        "ok: {name}: {} providers, {} models, {} combos; config_version {}",
+                        c.providers.len(),
+                        c.models.len(),
+                        c.combos.len(),
+                        c.version()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        ConfigCommand::Default => {
+            print!("{}", omniroute_core::config::DEFAULT_TOML);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
