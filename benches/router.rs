@@ -21,7 +21,7 @@ fn warmed(config: &omniroute_core::config::Config, n: usize) -> Health {
             &AttemptOutcome {
                 model: m,
                 latency_us: 50_000 + (i * 7_919) % 900_000,
-                error: (i % 17 == 0).then_some(ErrorClass::ServerError),
+                error: i.is_multiple_of(17).then_some(ErrorClass::ServerError),
                 retry_after_ms: None,
             },
             i,
@@ -74,7 +74,7 @@ fn observe_bench(c: &mut Criterion) {
             let o = AttemptOutcome {
                 model: (i % 8) as usize,
                 latency_us: 40_000 + (i * 7_919) % 500_000,
-                error: (i % 23 == 0).then_some(ErrorClass::Timeout),
+                error: i.is_multiple_of(23).then_some(ErrorClass::Timeout),
                 retry_after_ms: None,
             };
             black_box(h.observe(&o, i))
