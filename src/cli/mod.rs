@@ -2,7 +2,9 @@
 //! prints the result; exit code 0 on success, 1 on failure with a one-line reason on stderr.
 
 mod config;
+mod keys;
 mod log;
+mod serve;
 mod time;
 
 use std::path::PathBuf;
@@ -20,6 +22,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway (OpenAI-compatible API on the config's listen address).
+    Serve(serve::ServeArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Inspect the event log: verify its hash chain, tail it, or summarise it.
     Log {
         #[command(subcommand)]
@@ -68,6 +77,8 @@ pub type CliResult = Result<ExitCode, String>;
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Keys { command } => keys::run(command),
         Command::Log { command } => log::run(command),
         Command::Config { command } => config::run(command),
     };

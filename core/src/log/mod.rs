@@ -81,6 +81,8 @@ pub struct Head {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogHealth {
     pub committed_seq: u64,
+    /// The last commit failed: the log is not being written right now.
+    pub failing: bool,
     pub failed_batches: u64,
     pub failed_events: u64,
     pub last_error: Option<String>,
@@ -385,6 +387,7 @@ impl Log {
         let s = &self.inner.shared;
         LogHealth {
             committed_seq: s.committed.load(Ordering::Acquire),
+            failing: s.failing.load(Ordering::Acquire),
             failed_batches: s.failed_batches.load(Ordering::Relaxed),
             failed_events: s.failed_events.load(Ordering::Relaxed),
             last_error: s.last_error(),

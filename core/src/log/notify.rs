@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) committed: AtomicU64,
     /// Set once the writer has stopped; waiters stop waiting.
     pub(crate) closed: AtomicBool,
+    /// Whether the last commit failed (cleared by the next one that succeeds).
+    pub(crate) failing: AtomicBool,
     /// Batches that could not be committed since the log was opened.
     pub(crate) failed_batches: AtomicU64,
     /// Events that could not be committed since the log was opened.

@@ -94,6 +94,7 @@ impl Writer {
                 self.shared
                     .committed
                     .store(self.head_seq, Ordering::Release);
+                self.shared.failing.store(false, Ordering::Release);
             }
             Err(e) => {
                 // The transaction was not committed: roll the chain head back so seqs stay gapless.
@@ -101,6 +102,7 @@ impl Writer {
                 self.head_hash = hash0;
                 let events = batch.iter().filter(|m| matches!(m, Msg::Append(_))).count();
                 self.shared.set_error(e.to_string());
+                self.shared.failing.store(true, Ordering::Release);
                 self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
                 self.shared
                     .failed_events

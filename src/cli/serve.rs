@@ -1,0 +1,98 @@
+//! `omniroute serve`: the gateway. Zero configuration needed: without `--config` the built-in
+//! default (mock providers) is used. SIGINT/SIGTERM stop accepting, let in-flight requests finish
+//! (bounded), commit the log, and exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use omniroute_core::config::BUILTIN_NAME;
+use omniroute_core::log::Log;
+
+use super::{CliResult, DataArgs};
+use crate::engine::Engine;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on [default: the config's server.listen, 127.0.0.1:20128]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+pub fn run(args: ServeArgs) -> CliResult {
+    let config = args.data.load_config()?;
+    let source = args
+        .data
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| BUILTIN_NAME.to_string());
+    let data_dir: PathBuf = args.data.data_dir()?;
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let log = Log::open(&data_dir).map_err(|e| e.to_string())?;
+        let engine = Engine::start(config, &source, log.clone()).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        eprintln!(
+            "omniroute listening on http://{addr} (config: {source}; data dir: {}; config_version {})",
+            data_dir.display(),
+            engine.config().version()
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let server = crate::gateway::serve(listener, engine.clone(), shutdown);
+        tokio::pin!(server);
+        tokio::select! {
+            r = &mut server => r.map_err(|e| e.to_string())?,
+            _ = signal() => {
+                eprintln!("omniroute: shutting down, finishing in-flight requests");
+                let _ = stop_tx.send(true);
+                if tokio::time::timeout(GRACE, &mut server).await.is_err() {
+                    eprintln!("omniroute: in-flight requests still running after {GRACE:?}; stopping anyway");
+                }
+            }
+        }
+        drop(engine);
+        let head = log.sync().map_err(|e| e.to_string())?;
+        eprintln!("omniroute: log committed up to seq {head}; bye");
+        Ok::<_, String>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

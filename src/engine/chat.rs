@@ -1,0 +1,721 @@
+//! One chat completion, start to end: `RequestReceived` -> budget guard -> `decide` ->
+//! `RouteDecided` -> for each planned target: `AttemptStarted` -> provider call -> `AttemptFinished`
+//! -> retry, `FallbackTriggered` and the next target, or done -> `RequestCompleted` -> response.
+//!
+//! Streams are answered only once the first frame has arrived, so a target that fails or stays
+//! silent past the time-to-first-token limit is failed over without the client noticing. After
+//! the first byte a broken stream is never ended as if complete: the client gets an in-band error
+//! frame (and no `[DONE]`), and the log records `stream_cut`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use omniroute_core::config::{Config, Durability};
+use omniroute_core::event::{
+    AttemptError, AttemptFinished, AttemptStarted, BudgetExceeded, Cost, ErrorClass, Event,
+    FallbackTriggered, FinalError, Hash32, RequestCompleted, RequestId, RequestReceived, Tokens,
+};
+use omniroute_core::pricing;
+use omniroute_core::router::classify::policy;
+use omniroute_core::router::{AttemptOutcome, RouteError, RouteInput, decide_seeded, event_target};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::budget::Verdict;
+use super::{Engine, lock};
+use crate::error::ApiError;
+use crate::providers::{self, Call, Chunk, ChunkStream, Failure, Reply};
+
+/// A validated chat request.
+pub struct ChatInput {
+    pub body: Value,
+    /// The body as received, for its hash (and storage when `log.store_bodies`).
+    pub raw: Bytes,
+    pub requested: String,
+    pub stream: bool,
+    pub wants_usage: bool,
+    pub est_prompt_tokens: u32,
+    pub max_tokens: Option<u32>,
+    pub required: u8,
+    pub min_tier: Option<u8>,
+    pub task: Option<String>,
+    pub session: Option<String>,
+    pub key_id: Option<Hash32>,
+}
+
+pub enum ChatReply {
+    Json(Value),
+    /// SSE frames, sent as they arrive.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+pub struct ChatOutput {
+    pub request_id: RequestId,
+    /// `provider/model` that served, and the number of attempts.
+    pub route: Option<(String, u16)>,
+    pub budget_alert: bool,
+    pub result: Result<ChatReply, ApiError>,
+}
+
+/// Everything one request carries from step to step.
+struct Ctx {
+    engine: Arc<Engine>,
+    cfg: Arc<Config>,
+    cv: Hash32,
+    rid: RequestId,
+    input: ChatInput,
+    started: Instant,
+    reserved: u64,
+    attempts: u16,
+    tokens: Tokens,
+    cost_micros: u64,
+    unpriced: bool,
+    ttft_us: Option<u64>,
+}
+
+fn add_tokens(a: &mut Tokens, b: &Tokens) {
+    a.input += b.input;
+    a.cached_read += b.cached_read;
+    a.cache_write += b.cache_write;
+    a.reasoning += b.reasoning;
+    a.output += b.output;
+}
+
+fn total(t: &Tokens) -> u64 {
+    t.input + t.cached_read + t.cache_write + t.reasoning + t.output
+}
+
+fn micros(c: &Cost) -> u64 {
+    match c {
+        Cost::Micros(m) => *m,
+        Cost::Unpriced => 0,
+    }
+}
+
+impl Ctx {
+    fn now_ms() -> u64 {
+        omniroute_core::log::now_ms()
+    }
+
+    fn cost(&self) -> Cost {
+        if self.unpriced {
+            Cost::Unpriced
+        } else {
+            Cost::Micros(self.cost_micros)
+        }
+    }
+
+    fn target_name(&self, m: usize) -> String {
+        self.cfg
+            .model(m)
+            .map(|model| {
+                let t = event_target(&self.cfg, model);
+                format!("{}/{}", t.provider, t.model)
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records `RequestCompleted` (settling the budget) and, in strict mode, waits for it.
+    async fn finish(&mut self, status: u16, target: Option<usize>, error: Option<FinalError>) {
+        let actual = if self.unpriced { 0 } else { self.cost_micros };
+        self.engine
+            .budgets
+            .settle(self.input.session.as_deref(), self.reserved, actual);
+        self.reserved = 0;
+        let target = target
+            .and_then(|m| self.cfg.model(m))
+            .map(|m| event_target(&self.cfg, m));
+        let handle = self
+            .engine
+            .record(Event::RequestCompleted(Box::new(RequestCompleted {
+                request_id: self.rid,
+                config_version: self.cv,
+                status,
+                target,
+                error,
+                total_latency_us: self.started.elapsed().as_micros() as u64,
+                ttft_us: self.ttft_us,
+                tokens: self.tokens,
+                cost: self.cost(),
+                attempts: self.attempts,
+            })))
+            .await;
+        if self.cfg.log.durability == Durability::Strict
+            && let Some(h) = handle
+        {
+            let _ = h.await;
+        }
+    }
+
+    async fn fail(&mut self, e: ApiError, class: Option<ErrorClass>) -> ApiError {
+        let (status, _, code) = e.parts();
+        let error = FinalError {
+            code: code.to_string(),
+            class,
+            message: e.message(),
+        };
+        self.finish(status, None, Some(error)).await;
+        e
+    }
+
+    /// Records one attempt's end and folds it into health.
+    async fn attempt_finished(
+        &mut self,
+        attempt: u16,
+        m: usize,
+        latency_us: u64,
+        tokens: Tokens,
+        failure: Option<&Failure>,
+        status: Option<u16>,
+    ) {
+        let price = self.cfg.model(m).and_then(|model| model.price.as_ref());
+        let cost = pricing::cost(price, &tokens);
+        if price.is_none() && total(&tokens) > 0 {
+            self.unpriced = true;
+        }
+        self.cost_micros += micros(&cost);
+        add_tokens(&mut self.tokens, &tokens);
+        let target = self
+            .cfg
+            .model(m)
+            .map(|model| event_target(&self.cfg, model))
+            .unwrap_or_default();
+        self.engine
+            .record(Event::AttemptFinished(Box::new(AttemptFinished {
+                request_id: self.rid,
+                config_version: self.cv,
+                attempt,
+                target,
+                status,
+                latency_us,
+                ttft_us: self.ttft_us,
+                tokens,
+                cost,
+                error: failure.map(|f| AttemptError {
+                    class: f.class,
+                    retry_after_ms: f.retry_after_ms,
+                    message: f.message.chars().take(200).collect(),
+                }),
+            })))
+            .await;
+        let change = lock(&self.engine.health).observe(
+            &AttemptOutcome {
+                model: m,
+                latency_us,
+                error: failure.map(|f| f.class),
+                retry_after_ms: failure.and_then(|f| f.retry_after_ms),
+            },
+            Self::now_ms(),
+        );
+        self.engine.record_circuit(change, Some(self.rid)).await;
+    }
+
+    /// Worst-case cost in micro-dollars of this request on the requested combo's targets at or
+    /// below `max_tier` (unpriced targets count 0: they cannot be bounded).
+    fn worst_case(&self, max_tier: Option<u8>) -> u64 {
+        let out = self
+            .input
+            .max_tokens
+            .unwrap_or(self.cfg.router.default_output_tokens);
+        let tokens = Tokens {
+            input: u64::from(self.input.est_prompt_tokens),
+            output: u64::from(out),
+            ..Tokens::default()
+        };
+        let models: Vec<usize> = match self.cfg.combo_index(&self.input.requested) {
+            Some(c) => self.cfg.combos[c].targets.iter().map(|t| t.model).collect(),
+            None => self
+                .cfg
+                .model_index(&self.input.requested)
+                .into_iter()
+                .collect(),
+        };
+        models
+            .iter()
+            .filter_map(|&m| self.cfg.model(m))
+            .filter(|m| max_tier.is_none_or(|t| m.tier <= t))
+            .filter_map(|m| m.price.as_ref().map(|p| p.cost_micros(&tokens)))
+            .max()
+            .unwrap_or(0)
+    }
+
+    async fn budget_exceeded(&self, g: &super::budget::Guard, outcome: String) {
+        self.engine
+            .record(Event::BudgetExceeded(Box::new(BudgetExceeded {
+                request_id: self.rid,
+                config_version: self.cv,
+                session_id: self.input.session.clone().unwrap_or_default(),
+                limit: Cost::Micros(g.limit_micros),
+                spent: Cost::Micros(g.spent_micros),
+                reserved: Cost::Micros(g.reserved_micros),
+                action: g.action,
+                outcome,
+            })))
+            .await;
+    }
+}
+
+fn backoff(r: &omniroute_core::config::Resilience, retry: u32, rng: &mut ChaCha8Rng) -> Duration {
+    let exp = r
+        .backoff_base_ms
+        .saturating_mul(1u64 << retry.saturating_sub(1).min(20))
+        .min(r.backoff_max_ms);
+    // Jitter: between half and all of the exponential delay.
+    let frac = 0.5 + (rng.next_u32() as f64 / u32::MAX as f64) * 0.5;
+    Duration::from_millis((exp as f64 * frac) as u64)
+}
+
+/// Waits for the first frame of a stream, within the time-to-first-token limit. A stream that
+/// breaks before its first frame is a network failure (nothing reached the client).
+async fn first_frame(
+    s: &mut ChunkStream,
+    deadline: tokio::time::Instant,
+    usage: &mut Tokens,
+) -> Result<Bytes, Failure> {
+    loop {
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    ErrorClass::Timeout,
+                    None,
+                    "no first token within the time-to-first-token limit",
+                ));
+            }
+            Ok(None) | Ok(Some(Ok(Chunk::Done))) => {
+                return Err(Failure::new(
+                    ErrorClass::Network,
+                    None,
+                    "stream ended before any data",
+                ));
+            }
+            Ok(Some(Err(f))) if f.class == ErrorClass::StreamCut => {
+                return Err(Failure {
+                    class: ErrorClass::Network,
+                    ..f
+                });
+            }
+            Ok(Some(Err(f))) => return Err(f),
+            Ok(Some(Ok(Chunk::Usage(u)))) => *usage = u,
+            Ok(Some(Ok(Chunk::Frame(b)))) => return Ok(b),
+        }
+    }
+}
+
+fn in_band_error(message: &str) -> Bytes {
+    let v = json!({ "error": {
+        "message": message, "type": "api_error", "param": null, "code": "stream_cut" } });
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+impl Engine {
+    /// Serves one chat completion. See the module docs for the flow.
+    pub async fn chat(self: &Arc<Self>, input: ChatInput) -> ChatOutput {
+        let (rid, seed) = self.new_request();
+        let mut out = ChatOutput {
+            request_id: rid,
+            route: None,
+            budget_alert: false,
+            result: Err(ApiError::LogUnavailable),
+        };
+        if self.refusing() {
+            return out;
+        }
+        let cfg = self.config();
+        let body_hash = Hash32::of(&input.raw);
+        let body_stored = cfg.log.store_bodies && self.log.put_blob(input.raw.to_vec()).is_ok();
+        self.record(Event::RequestReceived(Box::new(RequestReceived {
+            request_id: rid,
+            config_version: cfg.version(),
+            session_id: input.session.clone(),
+            api_key_id: input.key_id,
+            endpoint: "/v1/chat/completions".into(),
+            requested: input.requested.clone(),
+            stream: input.stream,
+            est_prompt_tokens: input.est_prompt_tokens,
+            max_tokens: input.max_tokens,
+            body_hash,
+            body_stored,
+            task_hint: input.task.clone(),
+            min_tier: input.min_tier,
+        })))
+        .await;
+        let mut ctx = Ctx {
+            engine: Arc::clone(self),
+            cv: cfg.version(),
+            cfg,
+            rid,
+            input,
+            started: Instant::now(),
+            reserved: 0,
+            attempts: 0,
+            tokens: Tokens::default(),
+            cost_micros: 0,
+            unpriced: false,
+            ttft_us: None,
+        };
+        out.result = run(&mut ctx, seed, &mut out.route, &mut out.budget_alert).await;
+        out
+    }
+}
+
+async fn run(
+    ctx: &mut Ctx,
+    seed: u64,
+    route: &mut Option<(String, u16)>,
+    alert: &mut bool,
+) -> Result<ChatReply, ApiError> {
+    // Budget guard: reserve the worst case before dispatch.
+    let worst = ctx.worst_case(None);
+    let verdict = ctx
+        .engine
+        .budgets
+        .reserve(ctx.input.session.as_deref(), worst, |t| {
+            ctx.worst_case(Some(t))
+        });
+    ctx.reserved = verdict.reserved();
+    let mut max_tier = None;
+    match verdict {
+        Verdict::Unguarded | Verdict::Reserved { .. } => {}
+        Verdict::Blocked(g) => {
+            ctx.budget_exceeded(&g, "blocked".into()).await;
+            let message = format!(
+                "session budget exceeded: ${:.6} spent and ${:.6} reserved of ${:.6}; this request could cost up to ${:.6}",
+                g.spent_micros as f64 / 1e6,
+                g.reserved_micros as f64 / 1e6,
+                g.limit_micros as f64 / 1e6,
+                worst as f64 / 1e6
+            );
+            return Err(ctx.fail(ApiError::BudgetExceeded { message }, None).await);
+        }
+        Verdict::Degrade { tier, guard, .. } => {
+            ctx.budget_exceeded(&guard, format!("degraded to tier {tier}"))
+                .await;
+            max_tier = Some(tier);
+        }
+        Verdict::Alert { guard, .. } => {
+            ctx.budget_exceeded(&guard, "served with alert".into())
+                .await;
+            *alert = true;
+        }
+    }
+    // A guarded request needs a bounded answer for its worst case to hold.
+    if verdict != Verdict::Unguarded && ctx.input.max_tokens.is_none() {
+        let cap = ctx.cfg.router.default_output_tokens;
+        ctx.input.body["max_tokens"] = json!(cap);
+        ctx.input.max_tokens = Some(cap);
+    }
+
+    let mut input = RouteInput::new(&ctx.input.requested, ctx.input.est_prompt_tokens, seed);
+    input.max_tokens = ctx.input.max_tokens;
+    input.required = ctx.input.required;
+    input.min_tier = ctx.input.min_tier;
+    input.max_tier = max_tier;
+    let decision = {
+        let mut health = lock(&ctx.engine.health);
+        let d = decide_seeded(&input, &health, &ctx.cfg, Ctx::now_ms());
+        if let Ok(Some(c)) = d.as_ref().map(|d| d.combo) {
+            health.advance(c);
+        }
+        d
+    };
+    let decision = match decision {
+        Ok(d) => d,
+        Err(RouteError::Unknown(m)) => return Err(ctx.fail(ApiError::UnknownModel(m), None).await),
+        Err(RouteError::Inactive(c)) => {
+            return Err(ctx.fail(ApiError::ComboInactive(c), None).await);
+        }
+    };
+    ctx.engine
+        .record(Event::RouteDecided(Box::new(decision.to_event(
+            ctx.rid,
+            ctx.cv,
+            &ctx.input.requested,
+            &ctx.cfg,
+        ))))
+        .await;
+    let targets: Vec<usize> = decision.targets().collect();
+    if targets.is_empty() {
+        let reasons = decision
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                c.excluded.map(|e| {
+                    format!(
+                        "{}: {:?} ({})",
+                        ctx.target_name(c.model),
+                        e.reason,
+                        e.detail
+                    )
+                })
+            })
+            .collect();
+        return Err(ctx.fail(ApiError::NoTarget { reasons }, None).await);
+    }
+
+    let mut jitter = ChaCha8Rng::seed_from_u64(seed ^ 0x6a09_e667_f3bc_c908);
+    let mut failures: Vec<String> = Vec::new();
+    let mut last_class = None;
+    let res = ctx.cfg.resilience;
+    for (ti, &m) in targets.iter().enumerate() {
+        let mut retries = 0;
+        loop {
+            ctx.attempts += 1;
+            let attempt = ctx.attempts;
+            let probe = lock(&ctx.engine.health).start(m, Ctx::now_ms());
+            ctx.engine.record_circuit(probe, Some(ctx.rid)).await;
+            let (Some(model), Some(provider)) = (
+                ctx.cfg.model(m).cloned(),
+                ctx.cfg
+                    .model(m)
+                    .and_then(|x| ctx.cfg.provider_of(x))
+                    .cloned(),
+            ) else {
+                return Err(ctx
+                    .fail(ApiError::Internal("target vanished".into()), None)
+                    .await);
+            };
+            ctx.engine
+                .record(Event::AttemptStarted(Box::new(AttemptStarted {
+                    request_id: ctx.rid,
+                    config_version: ctx.cv,
+                    attempt,
+                    target: event_target(&ctx.cfg, &model),
+                    upstream_model: model.upstream.clone(),
+                    timeout_ms: provider.timeout_ms,
+                })))
+                .await;
+            let rid_text = format!("chatcmpl-{}", ctx.rid);
+            let call = Call {
+                http: &ctx.engine.http,
+                provider: &provider,
+                model: &model,
+                body: &ctx.input.body,
+                stream: ctx.input.stream,
+                client_wants_usage: ctx.input.wants_usage,
+                id: &rid_text,
+                created: Ctx::now_ms() / 1000,
+                timeout: Duration::from_millis(provider.timeout_ms),
+                requested: &ctx.input.requested,
+            };
+            let t0 = Instant::now();
+            let ttft_deadline =
+                tokio::time::Instant::now() + Duration::from_millis(res.ttft_timeout_ms);
+            let mut usage = Tokens::default();
+            let outcome = match providers::call(&call).await {
+                Ok(Reply::Full { body, tokens }) if !ctx.input.stream => {
+                    Ok((Reply::Full { body, tokens }, None))
+                }
+                Ok(Reply::Stream(mut s)) if ctx.input.stream => {
+                    match first_frame(&mut s, ttft_deadline, &mut usage).await {
+                        Ok(first) => Ok((Reply::Stream(s), Some(first))),
+                        Err(f) => Err(f),
+                    }
+                }
+                Ok(_) => Err(Failure::new(
+                    ErrorClass::ServerError,
+                    None,
+                    "provider answered in the wrong mode",
+                )),
+                Err(f) => Err(f),
+            };
+            let name = ctx.target_name(m);
+            match outcome {
+                Ok((Reply::Full { body, tokens }, _)) => {
+                    let latency = t0.elapsed().as_micros() as u64;
+                    ctx.attempt_finished(attempt, m, latency, tokens, None, Some(200))
+                        .await;
+                    *route = Some((name, attempt));
+                    ctx.finish(200, Some(m), None).await;
+                    return Ok(ChatReply::Json(body));
+                }
+                Ok((Reply::Stream(s), first)) => {
+                    ctx.ttft_us = Some(t0.elapsed().as_micros() as u64);
+                    *route = Some((name, attempt));
+                    let first = first.unwrap_or_default();
+                    return Ok(ChatReply::Stream(spawn_pump(
+                        ctx.take(),
+                        s,
+                        first,
+                        attempt,
+                        m,
+                        t0,
+                        usage,
+                    )));
+                }
+                Err(f) => {
+                    let latency = t0.elapsed().as_micros() as u64;
+                    ctx.attempt_finished(
+                        attempt,
+                        m,
+                        latency,
+                        Tokens::default(),
+                        Some(&f),
+                        f.status,
+                    )
+                    .await;
+                    last_class = Some(f.class);
+                    let p = policy(f.class);
+                    failures.push(format!(
+                        "attempt {attempt} {name}: {:?}{} {}",
+                        f.class,
+                        f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
+                        f.message.chars().take(120).collect::<String>()
+                    ));
+                    if p.retry_same && retries < res.max_retries {
+                        retries += 1;
+                        tokio::time::sleep(backoff(&res, retries, &mut jitter)).await;
+                        continue;
+                    }
+                    if !p.fallback {
+                        let e = ApiError::Upstream {
+                            status: f.status.filter(|s| (400..500).contains(s)).unwrap_or(502),
+                            message: format!("{name} refused the request: {}", f.message),
+                        };
+                        return Err(ctx.fail(e, Some(f.class)).await);
+                    }
+                    if let Some(&next) = targets.get(ti + 1) {
+                        let (Some(from), Some(to)) = (ctx.cfg.model(m), ctx.cfg.model(next)) else {
+                            break;
+                        };
+                        ctx.engine
+                            .record(Event::FallbackTriggered(Box::new(FallbackTriggered {
+                                request_id: ctx.rid,
+                                config_version: ctx.cv,
+                                attempt,
+                                from: event_target(&ctx.cfg, from),
+                                to: event_target(&ctx.cfg, to),
+                                reason: f.class,
+                            })))
+                            .await;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Err(ctx
+        .fail(ApiError::AllFailed { attempts: failures }, last_class)
+        .await)
+}
+
+impl Ctx {
+    /// Moves the request state out (into the stream pump), leaving an inert copy behind.
+    fn take(&mut self) -> Ctx {
+        Ctx {
+            engine: Arc::clone(&self.engine),
+            cfg: Arc::clone(&self.cfg),
+            cv: self.cv,
+            rid: self.rid,
+            input: ChatInput {
+                body: Value::Null,
+                raw: Bytes::new(),
+                requested: self.input.requested.clone(),
+                stream: self.input.stream,
+                wants_usage: self.input.wants_usage,
+                est_prompt_tokens: self.input.est_prompt_tokens,
+                max_tokens: self.input.max_tokens,
+                required: self.input.required,
+                min_tier: self.input.min_tier,
+                task: None,
+                session: self.input.session.clone(),
+                key_id: self.input.key_id,
+            },
+            started: self.started,
+            reserved: std::mem::take(&mut self.reserved),
+            attempts: self.attempts,
+            tokens: self.tokens,
+            cost_micros: self.cost_micros,
+            unpriced: self.unpriced,
+            ttft_us: self.ttft_us,
+        }
+    }
+}
+
+/// Forwards a stream to the client as it arrives and records its end.
+fn spawn_pump(
+    mut ctx: Ctx,
+    mut s: ChunkStream,
+    first: Bytes,
+    attempt: u16,
+    m: usize,
+    t0: Instant,
+    mut usage: Tokens,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let idle = ctx
+        .cfg
+        .model(m)
+        .and_then(|model| ctx.cfg.provider_of(model))
+        .map(|p| Duration::from_millis(p.timeout_ms))
+        .unwrap_or(Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut client_gone = tx.send(first).await.is_err();
+        let end: Result<(), Failure> = loop {
+            if client_gone {
+                break Ok(());
+            }
+            match tokio::time::timeout(idle, s.next()).await {
+                Err(_) => {
+                    break Err(Failure::new(
+                        ErrorClass::StreamCut,
+                        None,
+                        "upstream stream stalled",
+                    ));
+                }
+                Ok(None) => {
+                    break Err(Failure::new(
+                        ErrorClass::StreamCut,
+                        None,
+                        "upstream stream ended early",
+                    ));
+                }
+                Ok(Some(Ok(Chunk::Frame(b)))) => client_gone = tx.send(b).await.is_err(),
+                Ok(Some(Ok(Chunk::Usage(u)))) => usage = u,
+                Ok(Some(Ok(Chunk::Done))) => break Ok(()),
+                Ok(Some(Err(f))) => {
+                    break Err(Failure {
+                        class: ErrorClass::StreamCut,
+                        ..f
+                    });
+                }
+            }
+        };
+        drop(s);
+        let latency = t0.elapsed().as_micros() as u64;
+        match end {
+            Ok(()) if client_gone => {
+                ctx.attempt_finished(attempt, m, latency, usage, None, Some(200))
+                    .await;
+                let error = FinalError {
+                    code: "client_closed_request".into(),
+                    class: None,
+                    message: "the client closed the stream before it ended".into(),
+                };
+                ctx.finish(499, Some(m), Some(error)).await;
+            }
+            Ok(()) => {
+                ctx.attempt_finished(attempt, m, latency, usage, None, Some(200))
+                    .await;
+                ctx.finish(200, Some(m), None).await;
+                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+            }
+            Err(f) => {
+                let message = format!("the upstream stream broke after it started: {}", f.message);
+                let _ = tx.send(in_band_error(&message)).await;
+                ctx.attempt_finished(attempt, m, latency, usage, Some(&f), Some(200))
+                    .await;
+                let error = FinalError {
+                    code: "stream_cut".into(),
+                    class: Some(ErrorClass::StreamCut),
+                    message,
+                };
+                ctx.finish(200, Some(m), Some(error)).await;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,210 @@
+//! The live engine: the one place where config, the event log, health, budgets and keys meet.
+//! HTTP handlers call plain functions here; every step of a request is appended to the log as it
+//! happens, stamped with the config version (DESIGN.md section 4).
+
+pub mod budget;
+mod chat;
+pub mod keys;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use omniroute_core::config::{Config, OnFailure};
+use omniroute_core::event::{
+    BudgetAction, BudgetGuardSet, CircuitChanged, ConfigChangeKind, ConfigChanged, Cost, Event,
+    RequestId,
+};
+use omniroute_core::log::{Appended, Log, LogError};
+use omniroute_core::router::{CircuitTransition, Health};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+pub use chat::{ChatInput, ChatOutput, ChatReply};
+
+use crate::error::ApiError;
+
+pub struct Engine {
+    config: RwLock<Arc<Config>>,
+    log: Log,
+    health: Mutex<Health>,
+    pub budgets: budget::Budgets,
+    pub keys: keys::KeyStore,
+    http: reqwest::Client,
+    rng: Mutex<ChaCha8Rng>,
+    started: Instant,
+    /// Events that could not be appended (log closed or failing).
+    unrecorded: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Starts an engine on an open log: loads keys from it and records the config in use.
+    pub async fn start(config: Config, source: &str, log: Log) -> Result<Arc<Engine>, String> {
+        let keys = {
+            let reader = log.reader().map_err(|e| e.to_string())?;
+            keys::load(&reader).map_err(|e| e.to_string())?
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let seed = {
+            use rand_core::TryRngCore;
+            rand_core::OsRng
+                .try_next_u64()
+                .map_err(|e| format!("no randomness from the OS: {e}"))?
+        };
+        let engine = Arc::new(Engine {
+            health: Mutex::new(Health::new(&config)),
+            config: RwLock::new(Arc::new(config)),
+            log,
+            budgets: budget::Budgets::default(),
+            keys: keys::KeyStore::new(keys),
+            http,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            started: Instant::now(),
+            unrecorded: AtomicU64::new(0),
+        });
+        let cfg = engine.config();
+        engine
+            .record(Event::ConfigChanged(Box::new(ConfigChanged {
+                actor: "startup".into(),
+                kind: ConfigChangeKind::Loaded,
+                detail: format!("loaded {source}"),
+                previous_version: None,
+                config_version: cfg.version(),
+            })))
+            .await;
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|e| Arc::clone(&e.into_inner()))
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn unrecorded(&self) -> u64 {
+        self.unrecorded.load(Ordering::Relaxed)
+    }
+
+    /// A new request id (ULID: unix ms and 80 random bits) and the seed its decisions draw from.
+    fn new_request(&self) -> (RequestId, u64) {
+        let mut rng = lock(&self.rng);
+        let random = (u128::from(rng.next_u64()) << 16) | u128::from(rng.next_u32() & 0xFFFF);
+        let ms = u128::from(omniroute_core::log::now_ms());
+        (RequestId((ms << 80) | random), rng.next_u64())
+    }
+
+    /// Whether new requests must be refused because the log cannot be written.
+    fn refusing(&self) -> bool {
+        self.config().log.on_failure == OnFailure::Refuse && self.log.health().failing
+    }
+
+    /// Appends an event. Never blocks a runtime worker: a full queue is waited on off the runtime.
+    /// A failure is counted (and surfaces in `/api/health`), never silently dropped.
+    pub async fn record(&self, event: Event) -> Option<Appended> {
+        let now = omniroute_core::log::now_ms();
+        let result = match self.log.try_append_at(now, &event) {
+            Err(LogError::Full) => {
+                let log = self.log.clone();
+                tokio::task::spawn_blocking(move || log.append_at(now, &event))
+                    .await
+                    .unwrap_or(Err(LogError::Closed))
+            }
+            other => other,
+        };
+        match result {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.unrecorded.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    async fn record_circuit(&self, t: Option<CircuitTransition>, request: Option<RequestId>) {
+        let Some(t) = t else { return };
+        let cfg = self.config();
+        let Some(m) = cfg.model(t.model) else { return };
+        let provider = cfg.provider_of(m).map(|p| p.id.clone()).unwrap_or_default();
+        self.record(Event::CircuitChanged(Box::new(CircuitChanged {
+            config_version: cfg.version(),
+            provider,
+            model: Some(m.id.clone()),
+            from: t.from,
+            to: t.to,
+            reason: t.reason.to_string(),
+            request_id: request,
+        })))
+        .await;
+    }
+
+    /// Each target's circuit state, for `/api/health`.
+    pub fn circuits(&self) -> Vec<(String, String, omniroute_core::event::CircuitState)> {
+        let cfg = self.config();
+        let health = lock(&self.health);
+        let now = omniroute_core::log::now_ms();
+        cfg.models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let state = health
+                    .target(i)
+                    .map(|t| t.breaker.state_at(now, health.resilience()))
+                    .unwrap_or(omniroute_core::event::CircuitState::Closed);
+                let provider = cfg.provider_of(m).map(|p| p.id.clone()).unwrap_or_default();
+                (provider, m.id.clone(), state)
+            })
+            .collect()
+    }
+
+    /// Sets a session's budget guard (`POST /api/sessions/{id}/budget`).
+    pub async fn set_budget(
+        &self,
+        session: &str,
+        max_cost_usd: f64,
+        action: BudgetAction,
+        degrade_to_tier: Option<u8>,
+        actor: &str,
+    ) -> Result<budget::Guard, ApiError> {
+        if !(max_cost_usd.is_finite() && max_cost_usd >= 0.0) {
+            return Err(ApiError::bad(
+                "max_cost_usd must be a number of dollars, 0 or more",
+                Some("max_cost_usd"),
+            ));
+        }
+        if action == BudgetAction::Degrade && degrade_to_tier.is_none() {
+            return Err(ApiError::bad(
+                "action \"degrade\" needs degrade_to_tier (0..=3)",
+                Some("degrade_to_tier"),
+            ));
+        }
+        let limit = (max_cost_usd * 1_000_000.0).round() as u64;
+        self.budgets.set(session, limit, action, degrade_to_tier);
+        self.record(Event::BudgetGuardSet(Box::new(BudgetGuardSet {
+            session_id: session.to_string(),
+            limit: Cost::Micros(limit),
+            action,
+            degrade_to_tier,
+            actor: actor.to_string(),
+        })))
+        .await;
+        self.budgets
+            .get(session)
+            .ok_or_else(|| ApiError::Internal("guard vanished".into()))
+    }
+}

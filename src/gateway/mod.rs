@@ -1,0 +1,257 @@
+//! The HTTP surface (axum). `app` maps paths to handlers; each handler extracts what it needs and
+//! calls one function of the engine. `serve` takes a bound listener and a shutdown future, so tests
+//! run the gateway in-process on port 0.
+
+mod request;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use omniroute_core::event::{BudgetAction, Hash32};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::engine::{ChatReply, Engine};
+use crate::error::ApiError;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.parts();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body())).into_response()
+    }
+}
+
+type AppState = Arc<Engine>;
+
+pub fn app(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .route("/api/health", get(health))
+        .route("/api/sessions/{id}/budget", post(set_budget))
+        .fallback(not_found)
+        .with_state(engine)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(engine).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Who may call `/v1/*`: with no keys, loopback clients only; with keys, a valid bearer key.
+fn authorize(
+    engine: &Engine,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+) -> Result<Option<Hash32>, ApiError> {
+    if !engine.keys.any_active() {
+        if remote.ip().is_loopback() {
+            return Ok(None);
+        }
+        return Err(ApiError::Forbidden(
+            "no API keys exist, so only loopback clients are served; create one with `omniroute keys create`".into(),
+        ));
+    }
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::Unauthorized("missing `Authorization: Bearer <key>`".into()))?;
+    engine
+        .keys
+        .find(token)
+        .map(|k| Some(k.id))
+        .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
+}
+
+/// Admin endpoints: loopback clients, or a key with the `manage` scope.
+fn authorize_admin(
+    engine: &Engine,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+) -> Result<String, ApiError> {
+    if remote.ip().is_loopback() {
+        return Ok("admin-api (loopback)".into());
+    }
+    match bearer(headers).and_then(|t| engine.keys.find(t)) {
+        Some(k) if k.scopes.iter().any(|s| s == "manage" || s == "*") => {
+            Ok(format!("admin-api ({})", k.name))
+        }
+        _ => Err(ApiError::Forbidden(
+            "admin endpoints need a loopback client or a key with the `manage` scope".into(),
+        )),
+    }
+}
+
+fn header(v: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(v).ok()
+}
+
+async fn chat(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key_id = match authorize(&engine, &headers, remote) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let limit = engine.config().server.max_body_bytes;
+    let raw = match axum::body::to_bytes(body, limit as usize).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::PayloadTooLarge { limit }.into_response(),
+    };
+    let mut input = match request::parse(raw, &headers) {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    input.key_id = key_id;
+    let out = engine.chat(input).await;
+    let mut resp = match out.result {
+        Ok(ChatReply::Json(v)) => Json(v).into_response(),
+        Ok(ChatReply::Stream(rx)) => {
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+            });
+            let mut r = Body::from_stream(stream).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert("cache-control", HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(e) => e.into_response(),
+    };
+    let h = resp.headers_mut();
+    if let Some(v) = header(&out.request_id.to_string()) {
+        h.insert("x-omniroute-request-id", v);
+    }
+    if let Some(v) = out
+        .route
+        .and_then(|(target, attempts)| header(&format!("{target}; attempts={attempts}")))
+    {
+        h.insert("x-omniroute-route", v);
+    }
+    if out.budget_alert {
+        h.insert("x-omniroute-budget", HeaderValue::from_static("exceeded"));
+    }
+    resp
+}
+
+async fn models(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&engine, &headers, remote)?;
+    let cfg = engine.config();
+    let mut data: Vec<Value> = cfg
+        .models
+        .iter()
+        .filter(|m| m.enabled)
+        .map(|m| {
+            let owner = cfg.provider_of(m).map(|p| p.id.as_str()).unwrap_or("");
+            json!({ "id": m.id, "object": "model", "created": 0, "owned_by": owner, "tier": m.tier })
+        })
+        .collect();
+    data.extend(cfg.combos.iter().filter(|c| c.active).map(|c| {
+        json!({ "id": c.id, "object": "model", "created": 0, "owned_by": "omniroute", "combo": true, "strategy": c.strategy })
+    }));
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+async fn health(State(engine): State<AppState>) -> Json<Value> {
+    let log = engine.log().health();
+    let head = engine
+        .log()
+        .reader()
+        .and_then(|r| r.head())
+        .map(|h| json!({ "seq": h.seq, "hash": h.hash.to_string() }))
+        .unwrap_or(Value::Null);
+    let targets: Vec<Value> = engine
+        .circuits()
+        .into_iter()
+        .map(|(provider, model, state)| json!({ "provider": provider, "model": model, "circuit": state }))
+        .collect();
+    let status = if log.failing { "degraded" } else { "ok" };
+    Json(json!({
+        "status": status,
+        "uptime_s": engine.uptime_s(),
+        "config_version": engine.config().version().to_string(),
+        "log": {
+            "head": head,
+            "failing": log.failing,
+            "failed_events": log.failed_events,
+            "unrecorded_events": engine.unrecorded(),
+            "last_error": log.last_error,
+        },
+        "targets": targets,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetBody {
+    max_cost_usd: f64,
+    action: BudgetAction,
+    degrade_to_tier: Option<u8>,
+}
+
+async fn set_budget(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(session): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let actor = authorize_admin(&engine, &headers, remote)?;
+    let b: BudgetBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("invalid budget body: {e}"), None))?;
+    if b.degrade_to_tier.is_some_and(|t| t > 3) {
+        return Err(ApiError::bad(
+            "degrade_to_tier must be 0 to 3",
+            Some("degrade_to_tier"),
+        ));
+    }
+    let g = engine
+        .set_budget(
+            &session,
+            b.max_cost_usd,
+            b.action,
+            b.degrade_to_tier,
+            &actor,
+        )
+        .await?;
+    Ok(Json(json!({ "session": session, "guard": g })))
+}

@@ -1,0 +1,13 @@
+//! omniroute: the running system. HTTP gateway (axum), providers (reqwest), the live engine, and
+//! the CLI. The binary (`src/main.rs`) is a shell around [`cli::run`].
+//!
+//! - [`gateway`]: routes and handlers; `serve(listener, engine, shutdown)`.
+//! - [`engine`]: the request flow, budgets, keys; every step appended to the event log.
+//! - [`providers`]: OpenAI-compatible, Anthropic (translated both ways) and the built-in mock.
+//! - [`error`]: the one API error type and its OpenAI JSON shape.
+
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod gateway;
+pub mod providers;

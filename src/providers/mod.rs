@@ -1,0 +1,131 @@
+//! Upstream providers: one pooled reqwest client, three kinds. Each call takes an OpenAI-shaped
+//! request body and gives back either a whole OpenAI `chat.completion` or a stream of OpenAI SSE
+//! frames, plus the tokens used, or a typed [`Failure`] classified by the one table in
+//! `omniroute_core::router::classify`.
+
+pub mod anthropic;
+pub mod anthropic_translate;
+pub mod mock;
+pub mod openai;
+pub mod sse;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use omniroute_core::config::{Model, Provider, ProviderKind};
+use omniroute_core::event::{ErrorClass, Tokens};
+use serde_json::Value;
+
+/// A failed attempt, classified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub status: Option<u16>,
+    pub retry_after_ms: Option<u64>,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: ErrorClass, status: Option<u16>, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            status,
+            retry_after_ms: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    /// A complete OpenAI SSE frame (`data: {...}\n\n`) to pass to the client.
+    Frame(Bytes),
+    /// Token usage reported by the upstream (the last report wins).
+    Usage(Tokens),
+    /// The upstream finished the stream properly.
+    Done,
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Failure>> + Send>>;
+
+/// What a successful call returned.
+pub enum Reply {
+    Full { body: Value, tokens: Tokens },
+    Stream(ChunkStream),
+}
+
+/// Everything a provider call needs.
+pub struct Call<'a> {
+    pub http: &'a reqwest::Client,
+    pub provider: &'a Provider,
+    pub model: &'a Model,
+    /// The client's request body (OpenAI shape), validated.
+    pub body: &'a Value,
+    pub stream: bool,
+    /// Whether the client asked for a usage chunk (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// The request id, used as the completion id.
+    pub id: &'a str,
+    pub created: u64,
+    pub timeout: Duration,
+    /// The requested model name as the client wrote it (echoed in responses).
+    pub requested: &'a str,
+}
+
+pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
+    match c.provider.kind {
+        ProviderKind::Openai => openai::call(c).await,
+        ProviderKind::Anthropic => anthropic::call(c).await,
+        ProviderKind::Mock => mock::call(c).await,
+    }
+}
+
+/// Tokens from an OpenAI `usage` object, split into disjoint buckets.
+pub fn openai_usage(u: &Value) -> Tokens {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let prompt = n(&u["prompt_tokens"]);
+    let completion = n(&u["completion_tokens"]);
+    let cached = n(&u["prompt_tokens_details"]["cached_tokens"]).min(prompt);
+    let reasoning = n(&u["completion_tokens_details"]["reasoning_tokens"]).min(completion);
+    Tokens {
+        input: prompt - cached,
+        cached_read: cached,
+        cache_write: 0,
+        reasoning,
+        output: completion - reasoning,
+    }
+}
+
+/// Classifies a non-2xx HTTP answer from its status, Retry-After and body.
+pub fn http_failure(status: u16, retry_after: Option<&str>, body: &str) -> Failure {
+    use omniroute_core::router::classify::{Upstream, classify, parse_retry_after};
+    let class = classify(&Upstream {
+        status: Some(status),
+        transport: None,
+        body,
+    })
+    .unwrap_or(ErrorClass::ServerError);
+    let mut message: String = body.chars().take(300).collect();
+    if message.is_empty() {
+        message = format!("upstream answered {status}");
+    }
+    Failure {
+        class,
+        status: Some(status),
+        retry_after_ms: retry_after.and_then(parse_retry_after),
+        message,
+    }
+}
+
+/// Classifies a reqwest error (no usable HTTP answer).
+pub fn transport_failure(e: &reqwest::Error) -> Failure {
+    let class = if e.is_timeout() {
+        ErrorClass::Timeout
+    } else {
+        ErrorClass::Network
+    };
+    Failure::new(class, None, format!("{e}"))
+}

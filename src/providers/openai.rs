@@ -1,0 +1,192 @@
+//! Any OpenAI-compatible API (OpenAI, OpenRouter, Groq, vLLM, Ollama, ...). Non-streaming answers
+//! pass through as they are; streams pass through frame by frame as they arrive, with usage
+//! captured (`stream_options.include_usage` is always requested; the usage-only chunk is dropped
+//! when the client did not ask for it).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::sse::SseParser;
+use super::{Call, Chunk, Failure, Reply, http_failure, openai_usage, transport_failure};
+use omniroute_core::event::ErrorClass;
+
+/// Most bytes of an error body read for classification and messages.
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
+
+pub(crate) fn api_key(c: &Call<'_>) -> Result<Option<String>, Failure> {
+    match &c.provider.api_key_env {
+        None => Ok(None),
+        Some(var) => std::env::var(var).map(Some).map_err(|_| {
+            Failure::new(
+                ErrorClass::Auth,
+                None,
+                format!(
+                    "provider {}: environment variable {var} is not set",
+                    c.provider.id
+                ),
+            )
+        }),
+    }
+}
+
+/// Reads at most `ERROR_BODY_LIMIT` bytes of an error body.
+pub(crate) async fn error_body(resp: reqwest::Response) -> String {
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(Ok(b)) = s.next().await {
+        out.extend_from_slice(&b);
+        if out.len() >= ERROR_BODY_LIMIT {
+            out.truncate(ERROR_BODY_LIMIT);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) async fn send(
+    c: &Call<'_>,
+    url: String,
+    body: &Value,
+    headers: &[(&str, String)],
+) -> Result<reqwest::Response, Failure> {
+    let mut req = c.http.post(url).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    if !c.stream {
+        req = req.timeout(c.timeout);
+    }
+    // For streams the timeout covers the response head only; the engine bounds the rest.
+    let resp = tokio::time::timeout(c.timeout, req.send())
+        .await
+        .map_err(|_| Failure::new(ErrorClass::Timeout, None, "no response within the timeout"))?
+        .map_err(|e| transport_failure(&e))?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(resp);
+    }
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = error_body(resp).await;
+    Err(http_failure(status, retry_after.as_deref(), &text))
+}
+
+pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
+    let mut body = c.body.clone();
+    body["model"] = Value::String(c.model.upstream.clone());
+    if c.stream {
+        body["stream"] = Value::Bool(true);
+        body["stream_options"]["include_usage"] = Value::Bool(true);
+    }
+    let mut headers = Vec::new();
+    if let Some(key) = api_key(c)? {
+        headers.push(("authorization", format!("Bearer {key}")));
+    }
+    let url = format!(
+        "{}/chat/completions",
+        c.provider.base_url.trim_end_matches('/')
+    );
+    let resp = send(c, url, &body, &headers).await?;
+    if !c.stream {
+        let body: Value = resp.json().await.map_err(|e| {
+            Failure::new(
+                ErrorClass::ServerError,
+                None,
+                format!("unreadable response: {e}"),
+            )
+        })?;
+        let tokens = openai_usage(&body["usage"]);
+        return Ok(Reply::Full { body, tokens });
+    }
+    Ok(Reply::Stream(frames(resp, c.client_wants_usage)))
+}
+
+struct State {
+    bytes: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: SseParser,
+    ready: VecDeque<Result<Chunk, Failure>>,
+    ended: bool,
+    wants_usage: bool,
+}
+
+fn frames(resp: reqwest::Response, wants_usage: bool) -> super::ChunkStream {
+    let state = State {
+        bytes: resp.bytes_stream().boxed(),
+        parser: SseParser::default(),
+        ready: VecDeque::new(),
+        ended: false,
+        wants_usage,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(item) = s.ready.pop_front() {
+                return Some((item, s));
+            }
+            if s.ended {
+                return None;
+            }
+            match s.bytes.next().await {
+                Some(Ok(b)) => {
+                    for ev in s.parser.push(&b) {
+                        translate(&ev.data, s.wants_usage, &mut s.ready, &mut s.ended);
+                    }
+                }
+                Some(Err(e)) => {
+                    s.ended = true;
+                    s.ready.push_back(Err(Failure::new(
+                        ErrorClass::StreamCut,
+                        None,
+                        format!("upstream stream broke: {e}"),
+                    )));
+                }
+                None => {
+                    s.ended = true;
+                    s.ready.push_back(Err(Failure::new(
+                        ErrorClass::StreamCut,
+                        None,
+                        "upstream stream ended before [DONE]",
+                    )));
+                }
+            }
+        }
+    }))
+}
+
+fn translate(
+    data: &str,
+    wants_usage: bool,
+    out: &mut VecDeque<Result<Chunk, Failure>>,
+    ended: &mut bool,
+) {
+    if data.trim() == "[DONE]" {
+        out.push_back(Ok(Chunk::Done));
+        *ended = true;
+        return;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        out.push_back(Ok(Chunk::Frame(Bytes::from(format!("data: {data}\n\n")))));
+        return;
+    };
+    if let Some(err) = v.get("error") {
+        *ended = true;
+        let msg = err["message"]
+            .as_str()
+            .unwrap_or("upstream error in stream");
+        out.push_back(Err(Failure::new(ErrorClass::StreamCut, None, msg)));
+        return;
+    }
+    let has_usage = v["usage"].is_object();
+    if has_usage {
+        out.push_back(Ok(Chunk::Usage(openai_usage(&v["usage"]))));
+    }
+    let usage_only = v["choices"].as_array().is_some_and(|c| c.is_empty()) && has_usage;
+    if !usage_only || wants_usage {
+        out.push_back(Ok(Chunk::Frame(Bytes::from(format!("data: {data}\n\n")))));
+    }
+}
