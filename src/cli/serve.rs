@@ -61,7 +61,8 @@ pub fn run(args: ServeArgs) -> CliResult {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
-        let log = Log::open(&data_dir).map_err(|e| e.to_string())?;
+        let log = Log::open_with(&data_dir, crate::engine::log_options(&config))
+            .map_err(|e| e.to_string())?;
         let engine = Engine::start(config, &source, log.clone()).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

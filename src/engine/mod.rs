@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use omniroute_core::config::{Config, OnFailure};
+use omniroute_core::config::{Config, Durability, OnFailure};
 use omniroute_core::event::{
     BudgetAction, BudgetGuardSet, CircuitChanged, ConfigChangeKind, ConfigChanged, Cost, Event,
     RequestId,
 };
-use omniroute_core::log::{Appended, Log, LogError};
+use omniroute_core::log::{Appended, Log, LogError, LogOptions};
 use omniroute_core::router::{CircuitTransition, Health};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -35,6 +35,19 @@ pub struct Engine {
     started: Instant,
     /// Events that could not be appended (log closed or failing).
     unrecorded: AtomicU64,
+}
+
+/// How the gateway opens its log: in `batched` mode the writer waits up to 2 ms to gather a
+/// batch (nobody waits on the commit, and one fsync then carries a whole window of requests); in
+/// `strict` mode it commits at once, because every response waits for it.
+pub fn log_options(config: &Config) -> LogOptions {
+    LogOptions {
+        batch_window: match config.log.durability {
+            Durability::Batched => std::time::Duration::from_millis(2),
+            Durability::Strict => std::time::Duration::ZERO,
+        },
+        ..LogOptions::default()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

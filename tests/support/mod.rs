@@ -234,7 +234,7 @@ impl Gateway {
 
     pub async fn start_in(toml: &str, dir: tempfile::TempDir) -> Gateway {
         let config = Config::from_toml(toml, "test config").unwrap();
-        let log = Log::open(dir.path()).unwrap();
+        let log = Log::open_with(dir.path(), omniroute::engine::log_options(&config)).unwrap();
         let engine = Engine::start(config, "test config", log.clone())
             .await
             .unwrap();

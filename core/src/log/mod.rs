@@ -59,6 +59,10 @@ pub struct LogOptions {
     pub queue_capacity: usize,
     /// Most events committed in one transaction.
     pub batch_limit: usize,
+    /// How long the writer may wait for more events before committing a batch (0: commit what
+    /// is there at once). A window trades a bounded loss on power failure (at most one window of
+    /// events not yet awaited) for fewer fsyncs; a barrier (`sync`) always commits at once.
+    pub batch_window: std::time::Duration,
 }
 
 impl Default for LogOptions {
@@ -66,6 +70,7 @@ impl Default for LogOptions {
         Self {
             queue_capacity: 64 * 1024,
             batch_limit: 8192,
+            batch_window: std::time::Duration::ZERO,
         }
     }
 }
@@ -256,6 +261,7 @@ impl Log {
             rx,
             shared: Arc::clone(&shared),
             batch_limit: opts.batch_limit.max(1),
+            window: opts.batch_window,
             head_seq: head.seq,
             head_hash: head.hash.0,
             index_keys: Vec::new(),

@@ -17,6 +17,7 @@ fn open(dir: &Path) -> Log {
         LogOptions {
             queue_capacity: 64,
             batch_limit: 7,
+            ..LogOptions::default()
         },
     )
     .unwrap()

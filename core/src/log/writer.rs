@@ -43,6 +43,7 @@ pub(crate) struct Writer {
     pub(crate) rx: Receiver<Msg>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) batch_limit: usize,
+    pub(crate) window: std::time::Duration,
     pub(crate) head_seq: u64,
     pub(crate) head_hash: [u8; 32],
     /// Reused buffer for the batch's `request_index` keys.
@@ -55,9 +56,23 @@ impl Writer {
         let mut stop = false;
         while !stop {
             let Ok(first) = self.rx.recv() else { break };
+            let deadline = std::time::Instant::now() + self.window;
             batch.push(first);
             while batch.len() < self.batch_limit {
                 match self.rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            // Batch window: wait a little for more events so one fsync carries more of them,
+            // unless someone is waiting on a barrier or the log is shutting down.
+            while !self.window.is_zero()
+                && batch.len() < self.batch_limit
+                && !batch
+                    .iter()
+                    .any(|m| matches!(m, Msg::Barrier(_) | Msg::Shutdown))
+            {
+                match self.rx.recv_deadline(deadline) {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
