@@ -27,7 +27,13 @@ const PER_ROUND: usize = 1_024;
 async fn listen(app: Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await });
+    tokio::spawn(async move {
+        axum::serve(
+            l,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     url
 }
 
@@ -46,12 +52,33 @@ async fn bare_proxy(upstream: String) -> String {
         http: reqwest::Client,
         url: String,
     }
-    async fn forward(State(s): State<S>, body: Bytes) -> ([(&'static str, &'static str); 1], Bytes) {
-        let r = s.http.post(&s.url).header("content-type", "application/json").body(body).send().await.unwrap();
-        ([("content-type", "application/json")], r.bytes().await.unwrap())
+    async fn forward(
+        State(s): State<S>,
+        body: Bytes,
+    ) -> ([(&'static str, &'static str); 1], Bytes) {
+        let r = s
+            .http
+            .post(&s.url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            [("content-type", "application/json")],
+            r.bytes().await.unwrap(),
+        )
     }
-    let s = S { http: reqwest::Client::new(), url: format!("{upstream}/v1/chat/completions") };
-    listen(Router::new().route("/v1/chat/completions", post(forward)).with_state(s)).await
+    let s = S {
+        http: reqwest::Client::new(),
+        url: format!("{upstream}/v1/chat/completions"),
+    };
+    listen(
+        Router::new()
+            .route("/v1/chat/completions", post(forward))
+            .with_state(s),
+    )
+    .await
 }
 
 async fn gateway(upstream: &str, durability: &str, dir: &std::path::Path) -> String {
@@ -108,7 +135,11 @@ fn percentiles(rt: &Runtime, http: &reqwest::Client, url: &str) -> (Duration, Du
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir_b = tempfile::tempdir().unwrap();
     let dir_s = tempfile::tempdir().unwrap();
     let (up, proxy, gw_batched, gw_strict) = rt.block_on(async {
@@ -118,8 +149,16 @@ fn bench(c: &mut Criterion) {
         let s = gateway(&up, "strict", dir_s.path()).await;
         (up, proxy, b, s)
     });
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let targets = [("direct", &up), ("bare_proxy", &proxy), ("omniroute_batched", &gw_batched), ("omniroute_strict", &gw_strict)];
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let targets = [
+        ("direct", &up),
+        ("bare_proxy", &proxy),
+        ("omniroute_batched", &gw_batched),
+        ("omniroute_strict", &gw_strict),
+    ];
 
     let mut p = Vec::new();
     for (name, url) in targets {

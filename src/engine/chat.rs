@@ -48,7 +48,8 @@ pub struct ChatInput {
 }
 
 pub enum ChatReply {
-    Json(Value),
+    /// A JSON body, passed through as the upstream (or the translation) produced it.
+    Json(Bytes),
     /// SSE frames, sent as they arrive.
     Stream(mpsc::Receiver<Bytes>),
 }
@@ -467,13 +468,10 @@ async fn run(
             let attempt = ctx.attempts;
             let probe = lock(&ctx.engine.health).start(m, Ctx::now_ms());
             ctx.engine.record_circuit(probe, Some(ctx.rid)).await;
-            let (Some(model), Some(provider)) = (
-                ctx.cfg.model(m).cloned(),
-                ctx.cfg
-                    .model(m)
-                    .and_then(|x| ctx.cfg.provider_of(x))
-                    .cloned(),
-            ) else {
+            let cfg = Arc::clone(&ctx.cfg);
+            let (Some(model), Some(provider)) =
+                (cfg.model(m), cfg.model(m).and_then(|x| cfg.provider_of(x)))
+            else {
                 return Err(ctx
                     .fail(ApiError::Internal("target vanished".into()), None)
                     .await);
@@ -483,7 +481,7 @@ async fn run(
                     request_id: ctx.rid,
                     config_version: ctx.cv,
                     attempt,
-                    target: event_target(&ctx.cfg, &model),
+                    target: event_target(&cfg, model),
                     upstream_model: model.upstream.clone(),
                     timeout_ms: provider.timeout_ms,
                 })))
@@ -491,8 +489,8 @@ async fn run(
             let rid_text = format!("chatcmpl-{}", ctx.rid);
             let call = Call {
                 http: &ctx.engine.http,
-                provider: &provider,
-                model: &model,
+                provider,
+                model,
                 body: &ctx.input.body,
                 stream: ctx.input.stream,
                 client_wants_usage: ctx.input.wants_usage,

@@ -137,7 +137,11 @@ async fn chat(
     input.key_id = key_id;
     let out = engine.chat(input).await;
     let mut resp = match out.result {
-        Ok(ChatReply::Json(v)) => Json(v).into_response(),
+        Ok(ChatReply::Json(bytes)) => (
+            [("content-type", HeaderValue::from_static("application/json"))],
+            bytes,
+        )
+            .into_response(),
         Ok(ChatReply::Stream(rx)) => {
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))

@@ -2,15 +2,11 @@
 //! translated back, cache token fields mapped to the disjoint buckets. The translation itself lives
 //! in `anthropic_translate`; this module does the HTTP.
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
-use futures_util::StreamExt;
 use omniroute_core::event::ErrorClass;
 
 use super::anthropic_translate::{StreamTranslator, from_anthropic_response, to_anthropic_request};
 use super::openai::{api_key, send};
-use super::sse::SseParser;
 use super::{Call, Chunk, ChunkStream, Failure, Reply};
 
 const VERSION: &str = "2023-06-01";
@@ -35,82 +31,40 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
         })?;
         let (body, tokens) = from_anthropic_response(&v, c.id, c.created, c.requested)
             .map_err(|e| Failure::new(ErrorClass::ServerError, None, e.to_string()))?;
-        return Ok(Reply::Full { body, tokens });
+        return Ok(super::full(&body, tokens));
     }
     let translator = StreamTranslator::new(c.id, c.created, c.requested, c.client_wants_usage);
     Ok(Reply::Stream(frames(resp, translator)))
 }
 
-struct State {
-    bytes: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-    parser: SseParser,
-    tr: StreamTranslator,
-    ready: VecDeque<Result<Chunk, Failure>>,
-    ended: bool,
-}
-
-fn frames(resp: reqwest::Response, tr: StreamTranslator) -> ChunkStream {
-    let state = State {
-        bytes: resp.bytes_stream().boxed(),
-        parser: SseParser::default(),
-        tr,
-        ready: VecDeque::new(),
-        ended: false,
-    };
-    Box::pin(futures_util::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(item) = s.ready.pop_front() {
-                return Some((item, s));
-            }
-            if s.ended {
-                return None;
-            }
-            match s.bytes.next().await {
-                Some(Ok(b)) => {
-                    for ev in s.parser.push(&b) {
-                        let name = ev.event.as_deref().unwrap_or("message");
-                        match s.tr.push(name, &ev.data) {
-                            Ok(out) => {
-                                for f in out {
-                                    if f.starts_with("data: [DONE]") {
-                                        continue;
-                                    }
-                                    s.ready.push_back(Ok(Chunk::Frame(Bytes::from(f))));
-                                }
-                            }
-                            Err(e) => {
-                                s.ended = true;
-                                s.ready.push_back(Err(Failure::new(
-                                    ErrorClass::StreamCut,
-                                    None,
-                                    e.to_string(),
-                                )));
-                            }
-                        }
-                        if s.tr.finished() && !s.ended {
-                            s.ended = true;
-                            s.ready.push_back(Ok(Chunk::Usage(s.tr.usage())));
-                            s.ready.push_back(Ok(Chunk::Done));
-                        }
-                    }
+fn frames(resp: reqwest::Response, mut tr: StreamTranslator) -> ChunkStream {
+    super::sse_chunks(
+        resp,
+        move |ev, out| {
+            let name = ev.event.as_deref().unwrap_or("message");
+            match tr.push(name, &ev.data) {
+                Ok(frames) => {
+                    let frames = frames
+                        .into_iter()
+                        .filter(|f| !f.starts_with("data: [DONE]"));
+                    out.extend(frames.map(|f| Ok(Chunk::Frame(Bytes::from(f)))));
                 }
-                Some(Err(e)) => {
-                    s.ended = true;
-                    s.ready.push_back(Err(Failure::new(
+                Err(e) => {
+                    out.push_back(Err(Failure::new(
                         ErrorClass::StreamCut,
                         None,
-                        format!("upstream stream broke: {e}"),
+                        e.to_string(),
                     )));
-                }
-                None => {
-                    s.ended = true;
-                    s.ready.push_back(Err(Failure::new(
-                        ErrorClass::StreamCut,
-                        None,
-                        "upstream stream ended before message_stop",
-                    )));
+                    return true;
                 }
             }
-        }
-    }))
+            if tr.finished() {
+                out.push_back(Ok(Chunk::Usage(tr.usage())));
+                out.push_back(Ok(Chunk::Done));
+                return true;
+            }
+            false
+        },
+        "upstream stream ended before message_stop",
+    )
 }

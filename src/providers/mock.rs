@@ -120,7 +120,7 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
             }],
             "usage": usage,
         });
-        return Ok(Reply::Full { body, tokens });
+        return Ok(super::full(&body, tokens));
     }
     let chunk = |delta: Value, finish: Value| {
         let v = json!({

@@ -9,11 +9,12 @@ pub mod mock;
 pub mod openai;
 pub mod sse;
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use omniroute_core::config::{Model, Provider, ProviderKind};
 use omniroute_core::event::{ErrorClass, Tokens};
 use serde_json::Value;
@@ -53,8 +54,20 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Failure>> + Send>
 
 /// What a successful call returned.
 pub enum Reply {
-    Full { body: Value, tokens: Tokens },
+    /// A whole OpenAI `chat.completion`, as bytes to pass to the client untouched.
+    Full {
+        body: Bytes,
+        tokens: Tokens,
+    },
     Stream(ChunkStream),
+}
+
+/// Serializes a completion built here (mock, translated) for [`Reply::Full`].
+pub fn full(body: &Value, tokens: Tokens) -> Reply {
+    Reply::Full {
+        body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+        tokens,
+    }
 }
 
 /// Everything a provider call needs.
@@ -73,6 +86,61 @@ pub struct Call<'a> {
     pub timeout: Duration,
     /// The requested model name as the client wrote it (echoed in responses).
     pub requested: &'a str,
+}
+
+/// Turns an SSE response into a [`ChunkStream`]. `on_event` maps each SSE event to chunks and
+/// returns true once the stream is complete; a body that breaks, or ends before that, yields a
+/// `stream_cut` failure (`eof` says which end marker was missing).
+pub(crate) fn sse_chunks<F>(resp: reqwest::Response, on_event: F, eof: &'static str) -> ChunkStream
+where
+    F: FnMut(&sse::SseEvent, &mut VecDeque<Result<Chunk, Failure>>) -> bool + Send + 'static,
+{
+    struct State<F> {
+        bytes: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        parser: sse::SseParser,
+        on_event: F,
+        ready: VecDeque<Result<Chunk, Failure>>,
+        ended: bool,
+    }
+    let state = State {
+        bytes: resp.bytes_stream().boxed(),
+        parser: sse::SseParser::default(),
+        on_event,
+        ready: VecDeque::new(),
+        ended: false,
+    };
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |mut s| async move {
+            loop {
+                if let Some(item) = s.ready.pop_front() {
+                    return Some((item, s));
+                }
+                if s.ended {
+                    return None;
+                }
+                let cut = |m: String| Err(Failure::new(ErrorClass::StreamCut, None, m));
+                match s.bytes.next().await {
+                    Some(Ok(b)) => {
+                        for ev in s.parser.push(&b) {
+                            if !s.ended && (s.on_event)(&ev, &mut s.ready) {
+                                s.ended = true;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        s.ended = true;
+                        s.ready
+                            .push_back(cut(format!("upstream stream broke: {e}")));
+                    }
+                    None => {
+                        s.ended = true;
+                        s.ready.push_back(cut(eof.to_string()));
+                    }
+                }
+            }
+        },
+    ))
 }
 
 pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {

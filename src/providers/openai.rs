@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::sse::SseParser;
 use super::{Call, Chunk, Failure, Reply, http_failure, openai_usage, transport_failure};
 use omniroute_core::event::ErrorClass;
 
@@ -59,7 +58,8 @@ pub(crate) async fn send(
     if !c.stream {
         req = req.timeout(c.timeout);
     }
-    // For streams the timeout covers the response head only; the engine bounds the rest.
+    // For streams the timeout covers the response head only; the engine bounds the rest (time to
+    // first token, then an idle limit between pieces).
     let resp = tokio::time::timeout(c.timeout, req.send())
         .await
         .map_err(|_| Failure::new(ErrorClass::Timeout, None, "no response within the timeout"))?
@@ -94,92 +94,53 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
     );
     let resp = send(c, url, &body, &headers).await?;
     if !c.stream {
-        let body: Value = resp.json().await.map_err(|e| {
+        // Pass the answer through as it came; read only its usage (no full JSON tree).
+        #[derive(serde::Deserialize)]
+        struct UsageOnly {
+            #[serde(default)]
+            usage: Value,
+        }
+        let unreadable = |e: String| {
             Failure::new(
                 ErrorClass::ServerError,
                 None,
                 format!("unreadable response: {e}"),
             )
-        })?;
-        let tokens = openai_usage(&body["usage"]);
-        return Ok(Reply::Full { body, tokens });
+        };
+        let body = resp.bytes().await.map_err(|e| unreadable(e.to_string()))?;
+        let u: UsageOnly = serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
+        return Ok(Reply::Full {
+            tokens: openai_usage(&u.usage),
+            body,
+        });
     }
     Ok(Reply::Stream(frames(resp, c.client_wants_usage)))
 }
 
-struct State {
-    bytes: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-    parser: SseParser,
-    ready: VecDeque<Result<Chunk, Failure>>,
-    ended: bool,
-    wants_usage: bool,
-}
-
 fn frames(resp: reqwest::Response, wants_usage: bool) -> super::ChunkStream {
-    let state = State {
-        bytes: resp.bytes_stream().boxed(),
-        parser: SseParser::default(),
-        ready: VecDeque::new(),
-        ended: false,
-        wants_usage,
-    };
-    Box::pin(futures_util::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(item) = s.ready.pop_front() {
-                return Some((item, s));
-            }
-            if s.ended {
-                return None;
-            }
-            match s.bytes.next().await {
-                Some(Ok(b)) => {
-                    for ev in s.parser.push(&b) {
-                        translate(&ev.data, s.wants_usage, &mut s.ready, &mut s.ended);
-                    }
-                }
-                Some(Err(e)) => {
-                    s.ended = true;
-                    s.ready.push_back(Err(Failure::new(
-                        ErrorClass::StreamCut,
-                        None,
-                        format!("upstream stream broke: {e}"),
-                    )));
-                }
-                None => {
-                    s.ended = true;
-                    s.ready.push_back(Err(Failure::new(
-                        ErrorClass::StreamCut,
-                        None,
-                        "upstream stream ended before [DONE]",
-                    )));
-                }
-            }
-        }
-    }))
+    super::sse_chunks(
+        resp,
+        move |ev, out| translate(&ev.data, wants_usage, out),
+        "upstream stream ended before [DONE]",
+    )
 }
 
-fn translate(
-    data: &str,
-    wants_usage: bool,
-    out: &mut VecDeque<Result<Chunk, Failure>>,
-    ended: &mut bool,
-) {
+/// Maps one SSE event of an OpenAI stream; true at `[DONE]` (or an error event).
+fn translate(data: &str, wants_usage: bool, out: &mut VecDeque<Result<Chunk, Failure>>) -> bool {
     if data.trim() == "[DONE]" {
         out.push_back(Ok(Chunk::Done));
-        *ended = true;
-        return;
+        return true;
     }
     let Ok(v) = serde_json::from_str::<Value>(data) else {
         out.push_back(Ok(Chunk::Frame(Bytes::from(format!("data: {data}\n\n")))));
-        return;
+        return false;
     };
     if let Some(err) = v.get("error") {
-        *ended = true;
         let msg = err["message"]
             .as_str()
             .unwrap_or("upstream error in stream");
         out.push_back(Err(Failure::new(ErrorClass::StreamCut, None, msg)));
-        return;
+        return true;
     }
     let has_usage = v["usage"].is_object();
     if has_usage {
@@ -189,4 +150,5 @@ fn translate(
     if !usage_only || wants_usage {
         out.push_back(Ok(Chunk::Frame(Bytes::from(format!("data: {data}\n\n")))));
     }
+    false
 }

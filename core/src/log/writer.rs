@@ -64,17 +64,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // Batch window: wait a little for more events so one fsync carries more of them,
-            // unless someone is waiting on a barrier or the log is shutting down.
-            while !self.window.is_zero()
-                && batch.len() < self.batch_limit
-                && !batch
-                    .iter()
+            // Batch window: sleep a little so more events gather and one fsync carries them,
+            // unless someone waits on a barrier or the log is shutting down. Sleeping (rather
+            // than blocking on the channel) means producers do not wake this thread per event.
+            let urgent = |b: &[Msg]| {
+                b.iter()
                     .any(|m| matches!(m, Msg::Barrier(_) | Msg::Shutdown))
-            {
-                match self.rx.recv_deadline(deadline) {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
+            };
+            if !self.window.is_zero() && batch.len() < self.batch_limit && !urgent(&batch) {
+                std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+                while batch.len() < self.batch_limit {
+                    match self.rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
                 }
             }
             if batch.iter().any(|m| matches!(m, Msg::Shutdown)) {
