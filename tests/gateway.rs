@@ -14,6 +14,17 @@ use support::*;
 
 const NO_RETRY: &str = "[resilience]\nmax_retries = 0\n";
 
+const FELL_BACK_ONCE: [&str; 8] = [
+    "RequestReceived",
+    "RouteDecided",
+    "AttemptStarted",
+    "AttemptFinished",
+    "FallbackTriggered",
+    "AttemptStarted",
+    "AttemptFinished",
+    "RequestCompleted",
+];
+
 fn attempt_errors(events: &[Event]) -> Vec<Option<ErrorClass>> {
     events
         .iter()
@@ -152,7 +163,9 @@ async fn a_timeout_falls_back() {
         attempt_errors(&gw.events(&id)),
         [Some(ErrorClass::Timeout), None]
     );
+    assert_eq!(gw.kinds(&id), FELL_BACK_ONCE);
     gw.stop().await;
+    gw.verify();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,7 +379,9 @@ async fn a_silent_stream_fails_over_before_the_first_byte() {
         attempt_errors(&gw.events(&id)),
         [Some(ErrorClass::Timeout), None]
     );
+    assert_eq!(gw.kinds(&id), FELL_BACK_ONCE);
     gw.stop().await;
+    gw.verify();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,6 +410,16 @@ async fn a_stream_cut_midway_ends_with_an_in_band_error_and_is_recorded() {
     assert_eq!((a.calls(), b.calls()), (1, 0));
     let ev = gw.events(&id);
     assert_eq!(attempt_errors(&ev), [Some(ErrorClass::StreamCut)]);
+    assert_eq!(
+        gw.kinds(&id),
+        [
+            "RequestReceived",
+            "RouteDecided",
+            "AttemptStarted",
+            "AttemptFinished",
+            "RequestCompleted"
+        ]
+    );
     let Some(Event::RequestCompleted(rc)) = ev.last() else {
         panic!()
     };

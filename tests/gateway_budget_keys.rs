@@ -323,3 +323,103 @@ async fn anthropic_streams_are_translated_to_openai_chunks() {
     gw.stop().await;
     gw.verify();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_guards_and_spending_survive_a_restart() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    set_budget(
+        &gw,
+        "keep",
+        json!({ "max_cost_usd": 0.01, "action": "block" }),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(chat_in(&gw, "keep", "ab").await.status(), 200);
+    }
+    let before = gw.engine.budgets.get("keep").unwrap();
+    assert_eq!(before.spent_micros, 3 * ACTUAL_A);
+    let mut gw = gw.restart().await;
+    let after = gw.engine.budgets.get("keep").unwrap();
+    assert_eq!(
+        (
+            after.limit_micros,
+            after.spent_micros,
+            after.reserved_micros
+        ),
+        (10_000, 3 * ACTUAL_A, 0)
+    );
+    assert_eq!(after.action, BudgetAction::Block);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_the_completions_scope_is_refused_chat_but_may_list_models() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "omr-readonly-key";
+    {
+        let log = omniroute_core::log::Log::open(dir.path()).unwrap();
+        let ev = Event::KeyCreated(Box::new(KeyCreated {
+            key_id: Hash32::of(key.as_bytes()),
+            name: "ro".into(),
+            scopes: vec!["read:*".into()],
+        }));
+        log.append(&ev).unwrap().wait().unwrap();
+    }
+    let mut gw = Gateway::start_in(&two_upstreams(&a, &b, ""), dir).await;
+    let r = Gateway::client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(key)
+        .json(&json!({ "model": "ab", "messages": user("hi") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = Gateway::client()
+        .get(format!("{}/v1/models", gw.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(a.calls(), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_stored_content_addressed_only_when_asked() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    for store in [false, true] {
+        let mut gw = Gateway::start(&two_upstreams(
+            &a,
+            &b,
+            &format!("[log]\nstore_bodies = {store}\n"),
+        ))
+        .await;
+        let raw = r#"{"model":"ab","messages":[{"role":"user","content":"keep me"}]}"#;
+        let r = Gateway::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let ev = gw.events(&rid(&r));
+        let Event::RequestReceived(rr) = &ev[0] else {
+            panic!()
+        };
+        assert_eq!(rr.body_hash, Hash32::of(raw.as_bytes()));
+        assert_eq!(rr.body_stored, store);
+        let blob = gw.log.reader().unwrap().blob(&rr.body_hash).unwrap();
+        assert_eq!(
+            blob.as_deref(),
+            if store { Some(raw.as_bytes()) } else { None }
+        );
+        gw.stop().await;
+    }
+}

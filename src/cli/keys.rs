@@ -77,7 +77,10 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::List { data } => {
             let log = open(&data)?;
             let reader = log.reader().map_err(|e| e.to_string())?;
-            for k in keys::load(&reader).map_err(|e| e.to_string())? {
+            for k in crate::engine::restore::restore(&reader)
+                .map_err(|e| e.to_string())?
+                .keys
+            {
                 println!(
                     "{}  {:<20} {:<40} {}",
                     &k.id.to_string()[..12],
@@ -91,7 +94,9 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::Revoke { data, id } => {
             let log = open(&data)?;
             let reader = log.reader().map_err(|e| e.to_string())?;
-            let all = keys::load(&reader).map_err(|e| e.to_string())?;
+            let all = crate::engine::restore::restore(&reader)
+                .map_err(|e| e.to_string())?
+                .keys;
             drop(reader);
             let matches: Vec<_> = all
                 .iter()

@@ -54,6 +54,13 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// Budgets as restored from the log.
+    pub fn restored(guards: HashMap<String, Guard>) -> Self {
+        Self {
+            guards: Mutex::new(guards),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Guard>> {
         self.guards.lock().unwrap_or_else(|e| e.into_inner())
     }

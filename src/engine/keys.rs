@@ -1,10 +1,9 @@
 //! API keys. A key is shown once when created; only its blake3 hash is ever stored (as a
-//! `KeyCreated` event). The gateway's key set is rebuilt from the log at start-up.
+//! `KeyCreated` event). The gateway's key set is rebuilt from the log at start-up (`restore`).
 
 use std::sync::RwLock;
 
-use omniroute_core::event::{Event, Hash32};
-use omniroute_core::log::{LogError, Reader};
+use omniroute_core::event::Hash32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
@@ -12,34 +11,6 @@ pub struct KeyEntry {
     pub name: String,
     pub scopes: Vec<String>,
     pub revoked: bool,
-}
-
-/// Reads every key event of the log, in order.
-pub fn load(reader: &Reader) -> Result<Vec<KeyEntry>, LogError> {
-    let mut keys: Vec<KeyEntry> = Vec::new();
-    for item in reader.range(..)? {
-        let stored = item?;
-        let rec = stored.record()?;
-        match rec.event.kind() {
-            "KeyCreated" | "KeyRevoked" => {}
-            _ => continue,
-        }
-        match rec.event.to_owned_event() {
-            Ok(Event::KeyCreated(k)) => keys.push(KeyEntry {
-                id: k.key_id,
-                name: k.name,
-                scopes: k.scopes,
-                revoked: false,
-            }),
-            Ok(Event::KeyRevoked(k)) => {
-                for e in keys.iter_mut().filter(|e| e.id == k.key_id) {
-                    e.revoked = true;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(keys)
 }
 
 /// Equality that takes the same time wherever the first difference is.
@@ -64,6 +35,14 @@ impl KeyStore {
             .read()
             .map(|k| k.iter().any(|e| !e.revoked))
             .unwrap_or(true)
+    }
+
+    /// Whether a key's scopes grant `wanted` (exactly, through `*`, or through `family:*`).
+    pub fn allows(k: &KeyEntry, wanted: &str) -> bool {
+        let family = wanted.split(':').next().unwrap_or(wanted);
+        k.scopes
+            .iter()
+            .any(|s| s == "*" || s == wanted || s.strip_suffix(":*").is_some_and(|f| f == family))
     }
 
     /// The active key matching `token`, compared against every key in constant time.

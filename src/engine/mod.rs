@@ -5,6 +5,7 @@
 pub mod budget;
 mod chat;
 pub mod keys;
+pub mod restore;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -57,9 +58,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Engine {
     /// Starts an engine on an open log: loads keys from it and records the config in use.
     pub async fn start(config: Config, source: &str, log: Log) -> Result<Arc<Engine>, String> {
-        let keys = {
+        let restored = {
             let reader = log.reader().map_err(|e| e.to_string())?;
-            keys::load(&reader).map_err(|e| e.to_string())?
+            restore::restore(&reader).map_err(|e| e.to_string())?
         };
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -75,8 +76,8 @@ impl Engine {
             health: Mutex::new(Health::new(&config)),
             config: RwLock::new(Arc::new(config)),
             log,
-            budgets: budget::Budgets::default(),
-            keys: keys::KeyStore::new(keys),
+            budgets: budget::Budgets::restored(restored.guards),
+            keys: keys::KeyStore::new(restored.keys),
             http,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             started: Instant::now(),

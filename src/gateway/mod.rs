@@ -69,11 +69,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Who may call `/v1/*`: with no keys, loopback clients only; with keys, a valid bearer key.
+/// Who may call `/v1/*`: with no keys, loopback clients only; with keys, a valid bearer key
+/// whose scopes grant `scope`.
 fn authorize(
     engine: &Engine,
     headers: &HeaderMap,
     remote: SocketAddr,
+    scope: &str,
 ) -> Result<Option<Hash32>, ApiError> {
     if !engine.keys.any_active() {
         if remote.ip().is_loopback() {
@@ -85,11 +87,17 @@ fn authorize(
     }
     let token = bearer(headers)
         .ok_or_else(|| ApiError::Unauthorized("missing `Authorization: Bearer <key>`".into()))?;
-    engine
+    let key = engine
         .keys
         .find(token)
-        .map(|k| Some(k.id))
-        .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
+        .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
+    if !crate::engine::keys::KeyStore::allows(&key, scope) {
+        return Err(ApiError::Forbidden(format!(
+            "key {} lacks the `{scope}` scope",
+            key.name
+        )));
+    }
+    Ok(Some(key.id))
 }
 
 /// Admin endpoints: loopback clients, or a key with the `manage` scope.
@@ -121,7 +129,7 @@ async fn chat(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key_id = match authorize(&engine, &headers, remote) {
+    let key_id = match authorize(&engine, &headers, remote, "execute:completions") {
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
@@ -178,7 +186,7 @@ async fn models(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&engine, &headers, remote)?;
+    authorize(&engine, &headers, remote, "read:models")?;
     let cfg = engine.config();
     let mut data: Vec<Value> = cfg
         .models

@@ -219,6 +219,7 @@ async fn answer(State(s): State<FakeState>, Json(body): Json<Value>) -> Response
 /// A gateway running in-process on 127.0.0.1:0.
 pub struct Gateway {
     pub url: String,
+    toml: String,
     pub engine: Arc<Engine>,
     pub log: Log,
     pub dir: tempfile::TempDir,
@@ -250,6 +251,7 @@ impl Gateway {
         });
         Gateway {
             url,
+            toml: toml.to_string(),
             engine,
             log,
             dir,
@@ -267,6 +269,21 @@ impl Gateway {
             let _ = t.await;
         }
         self.log.sync().unwrap();
+    }
+
+    /// Stops this gateway and starts a new one on the same data dir and config.
+    pub async fn restart(mut self) -> Gateway {
+        self.stop().await;
+        let Gateway {
+            toml,
+            dir,
+            engine,
+            log,
+            ..
+        } = self;
+        drop(engine);
+        drop(log);
+        Self::start_in(&toml, dir).await
     }
 
     pub fn client() -> reqwest::Client {
