@@ -63,7 +63,6 @@ impl Engine {
             restore::restore(&reader).map_err(|e| e.to_string())?
         };
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let seed = {
