@@ -97,3 +97,40 @@ fn a_data_dir_in_use_is_refused_with_the_owner_named() {
         "{err}"
     );
 }
+
+#[test]
+fn keys_are_printed_once_stored_as_hashes_and_revocable() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = omniroute(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "execute:completions",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let key = stdout(&o).trim().to_string();
+    assert!(key.starts_with("omr-") && key.len() > 40, "{key}");
+    let id = omniroute_core::event::Hash32::of(key.as_bytes()).to_string();
+    let list = stdout(&omniroute(dir.path(), &["keys", "list"]));
+    assert!(
+        list.starts_with(&id[..12]) && list.contains("active"),
+        "{list}"
+    );
+    // The key itself is nowhere in the log, only its hash.
+    let raw = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+    assert!(!raw.windows(key.len()).any(|w| w == key.as_bytes()));
+    let o = omniroute(dir.path(), &["keys", "revoke", &id[..8]]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&omniroute(dir.path(), &["keys", "list"])).contains("revoked"));
+    assert_eq!(
+        omniroute(dir.path(), &["keys", "revoke", &id[..8]])
+            .status
+            .code(),
+        Some(1)
+    );
+}

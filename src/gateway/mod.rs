@@ -203,7 +203,12 @@ async fn models(
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
-async fn health(State(engine): State<AppState>) -> Json<Value> {
+async fn health(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&engine, &headers, remote)?;
     let log = engine.log().health();
     let head = engine
         .log()
@@ -217,7 +222,7 @@ async fn health(State(engine): State<AppState>) -> Json<Value> {
         .map(|(provider, model, state)| json!({ "provider": provider, "model": model, "circuit": state }))
         .collect();
     let status = if log.failing { "degraded" } else { "ok" };
-    Json(json!({
+    Ok(Json(json!({
         "status": status,
         "uptime_s": engine.uptime_s(),
         "config_version": engine.config().version().to_string(),
@@ -229,7 +234,7 @@ async fn health(State(engine): State<AppState>) -> Json<Value> {
             "last_error": log.last_error,
         },
         "targets": targets,
-    }))
+    })))
 }
 
 #[derive(Deserialize)]
