@@ -129,6 +129,18 @@ pub fn request_story(n: u64) -> Vec<Event> {
     ]
 }
 
+/// The strategies as written in config files, in schema order.
+pub const STRATEGY_NAMES: [&str; 8] = [
+    "priority",
+    "weighted",
+    "round-robin",
+    "least-latency",
+    "cost",
+    "least-busy",
+    "auto",
+    "tiered",
+];
+
 /// A config with `n` mock models over four providers and one combo per strategy (named after it)
 /// over all of them. Models repeat a pattern of eight: tiers 0,1,2,3,0,1,2,3; model 6 of every
 /// eight is unpriced; even models have the `tools` capability.
@@ -161,16 +173,7 @@ pub fn router_config(n: usize) -> Result<crate::config::Config, crate::config::C
         }
         s.push('\n');
     }
-    for st in [
-        "priority",
-        "weighted",
-        "round-robin",
-        "least-latency",
-        "cost",
-        "least-busy",
-        "auto",
-        "tiered",
-    ] {
+    for st in STRATEGY_NAMES {
         let _ = write!(
             s,
             "[[combos]]\nid = \"{st}\"\nstrategy = \"{st}\"\ntargets = ["

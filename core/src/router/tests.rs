@@ -27,16 +27,7 @@ fn outcome(model: usize, latency_us: u64, error: Option<ErrorClass>) -> AttemptO
     }
 }
 
-const STRATEGIES: [&str; 8] = [
-    "priority",
-    "weighted",
-    "round-robin",
-    "least-latency",
-    "cost",
-    "least-busy",
-    "auto",
-    "tiered",
-];
+use crate::sample::STRATEGY_NAMES as STRATEGIES;
 
 fn arb_history()
 -> impl proptest::strategy::Strategy<Value = Vec<(usize, u64, Option<ErrorClass>, bool)>> {
