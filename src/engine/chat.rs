@@ -369,235 +369,255 @@ async fn run(
     route: &mut Option<(String, u16)>,
     alert: &mut bool,
 ) -> Result<ChatReply, ApiError> {
-    // Budget guard: reserve the worst case before dispatch.
-    let worst = ctx.worst_case(None);
-    let verdict = ctx
-        .engine
-        .budgets
-        .reserve(ctx.input.session.as_deref(), worst, |t| {
-            ctx.worst_case(Some(t))
-        });
-    ctx.reserved = verdict.reserved();
-    let mut max_tier = None;
-    match verdict {
-        Verdict::Unguarded | Verdict::Reserved { .. } => {}
-        Verdict::Blocked(g) => {
-            ctx.budget_exceeded(&g, "blocked".into()).await;
-            let message = format!(
-                "session budget exceeded: ${:.6} spent and ${:.6} reserved of ${:.6}; this request could cost up to ${:.6}",
-                g.spent_micros as f64 / 1e6,
-                g.reserved_micros as f64 / 1e6,
-                g.limit_micros as f64 / 1e6,
-                worst as f64 / 1e6
-            );
-            return Err(ctx.fail(ApiError::BudgetExceeded { message }, None).await);
-        }
-        Verdict::Degrade { tier, guard, .. } => {
-            ctx.budget_exceeded(&guard, format!("degraded to tier {tier}"))
-                .await;
-            max_tier = Some(tier);
-        }
-        Verdict::Alert { guard, .. } => {
-            ctx.budget_exceeded(&guard, "served with alert".into())
-                .await;
-            *alert = true;
-        }
-    }
-    // A guarded request needs a bounded answer for its worst case to hold.
-    if verdict != Verdict::Unguarded && ctx.input.max_tokens.is_none() {
-        let cap = ctx.cfg.router.default_output_tokens;
-        ctx.input.body["max_tokens"] = json!(cap);
-        ctx.input.max_tokens = Some(cap);
-    }
-
-    let mut input = RouteInput::new(&ctx.input.requested, ctx.input.est_prompt_tokens, seed);
-    input.max_tokens = ctx.input.max_tokens;
-    input.required = ctx.input.required;
-    input.min_tier = ctx.input.min_tier;
-    input.max_tier = max_tier;
-    let decision = {
-        let mut health = lock(&ctx.engine.health);
-        let d = decide_seeded(&input, &health, &ctx.cfg, Ctx::now_ms());
-        if let Ok(Some(c)) = d.as_ref().map(|d| d.combo) {
-            health.advance(c);
-        }
-        d
-    };
-    let decision = match decision {
-        Ok(d) => d,
-        Err(RouteError::Unknown(m)) => return Err(ctx.fail(ApiError::UnknownModel(m), None).await),
-        Err(RouteError::Inactive(c)) => {
-            return Err(ctx.fail(ApiError::ComboInactive(c), None).await);
-        }
-    };
-    ctx.engine
-        .record(Event::RouteDecided(Box::new(decision.to_event(
-            ctx.rid,
-            ctx.cv,
-            &ctx.input.requested,
-            &ctx.cfg,
-        ))))
-        .await;
-    let targets: Vec<usize> = decision.targets().collect();
-    if targets.is_empty() {
-        let reasons = decision
-            .candidates
-            .iter()
-            .filter_map(|c| {
-                c.excluded.map(|e| {
-                    format!(
-                        "{}: {:?} ({})",
-                        ctx.target_name(c.model),
-                        e.reason,
-                        e.detail
-                    )
-                })
-            })
-            .collect();
-        return Err(ctx.fail(ApiError::NoTarget { reasons }, None).await);
-    }
-
+    let max_tier = ctx.guard_budget(alert).await?;
+    let targets = ctx.route(seed, max_tier).await?;
+    let res = ctx.cfg.resilience;
     let mut jitter = ChaCha8Rng::seed_from_u64(seed ^ 0x6a09_e667_f3bc_c908);
     let mut failures: Vec<String> = Vec::new();
     let mut last_class = None;
-    let res = ctx.cfg.resilience;
     for (ti, &m) in targets.iter().enumerate() {
         let mut retries = 0;
         loop {
             ctx.attempts += 1;
             let attempt = ctx.attempts;
-            let probe = lock(&ctx.engine.health).start(m, Ctx::now_ms());
-            ctx.engine.record_circuit(probe, Some(ctx.rid)).await;
-            let cfg = Arc::clone(&ctx.cfg);
-            let (Some(model), Some(provider)) =
-                (cfg.model(m), cfg.model(m).and_then(|x| cfg.provider_of(x)))
-            else {
-                return Err(ctx
-                    .fail(ApiError::Internal("target vanished".into()), None)
-                    .await);
-            };
-            ctx.engine
-                .record(Event::AttemptStarted(Box::new(AttemptStarted {
-                    request_id: ctx.rid,
-                    config_version: ctx.cv,
-                    attempt,
-                    target: event_target(&cfg, model),
-                    upstream_model: model.upstream.clone(),
-                    timeout_ms: provider.timeout_ms,
-                })))
-                .await;
-            let rid_text = format!("chatcmpl-{}", ctx.rid);
-            let call = Call {
-                http: &ctx.engine.http,
-                provider,
-                model,
-                body: &ctx.input.body,
-                stream: ctx.input.stream,
-                client_wants_usage: ctx.input.wants_usage,
-                id: &rid_text,
-                created: Ctx::now_ms() / 1000,
-                timeout: Duration::from_millis(provider.timeout_ms),
-                requested: &ctx.input.requested,
-            };
             let t0 = Instant::now();
-            let ttft_deadline =
-                tokio::time::Instant::now() + Duration::from_millis(res.ttft_timeout_ms);
-            let mut usage = Tokens::default();
-            let outcome = match providers::call(&call).await {
-                Ok(Reply::Full { body, tokens }) if !ctx.input.stream => {
-                    Ok((Reply::Full { body, tokens }, None))
+            let f = match ctx.attempt(m, attempt).await {
+                Ok((reply, first, usage)) => {
+                    *route = Some((ctx.target_name(m), attempt));
+                    return Ok(ctx.answer(reply, first, usage, t0, m, attempt).await);
                 }
-                Ok(Reply::Stream(mut s)) if ctx.input.stream => {
-                    match first_frame(&mut s, ttft_deadline, &mut usage).await {
-                        Ok(first) => Ok((Reply::Stream(s), Some(first))),
-                        Err(f) => Err(f),
-                    }
-                }
-                Ok(_) => Err(Failure::new(
-                    ErrorClass::ServerError,
-                    None,
-                    "provider answered in the wrong mode",
-                )),
-                Err(f) => Err(f),
+                Err(f) => f,
             };
-            let name = ctx.target_name(m);
-            match outcome {
-                Ok((Reply::Full { body, tokens }, _)) => {
-                    let latency = t0.elapsed().as_micros() as u64;
-                    ctx.attempt_finished(attempt, m, latency, tokens, None, Some(200))
-                        .await;
-                    *route = Some((name, attempt));
-                    ctx.finish(200, Some(m), None).await;
-                    return Ok(ChatReply::Json(body));
-                }
-                Ok((Reply::Stream(s), first)) => {
-                    ctx.ttft_us = Some(t0.elapsed().as_micros() as u64);
-                    *route = Some((name, attempt));
-                    let first = first.unwrap_or_default();
-                    return Ok(ChatReply::Stream(spawn_pump(
-                        ctx.take(),
-                        s,
-                        first,
-                        attempt,
-                        m,
-                        t0,
-                        usage,
-                    )));
-                }
-                Err(f) => {
-                    let latency = t0.elapsed().as_micros() as u64;
-                    ctx.attempt_finished(
-                        attempt,
-                        m,
-                        latency,
-                        Tokens::default(),
-                        Some(&f),
-                        f.status,
-                    )
-                    .await;
-                    last_class = Some(f.class);
-                    let p = policy(f.class);
-                    failures.push(format!(
-                        "attempt {attempt} {name}: {:?}{} {}",
-                        f.class,
-                        f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
-                        f.message.chars().take(120).collect::<String>()
-                    ));
-                    if p.retry_same && retries < res.max_retries {
-                        retries += 1;
-                        tokio::time::sleep(backoff(&res, retries, &mut jitter)).await;
-                        continue;
-                    }
-                    if !p.fallback {
-                        let e = ApiError::Upstream {
-                            status: f.status.filter(|s| (400..500).contains(s)).unwrap_or(502),
-                            message: format!("{name} refused the request: {}", f.message),
-                        };
-                        return Err(ctx.fail(e, Some(f.class)).await);
-                    }
-                    if let Some(&next) = targets.get(ti + 1) {
-                        let (Some(from), Some(to)) = (ctx.cfg.model(m), ctx.cfg.model(next)) else {
-                            break;
-                        };
-                        ctx.engine
-                            .record(Event::FallbackTriggered(Box::new(FallbackTriggered {
-                                request_id: ctx.rid,
-                                config_version: ctx.cv,
-                                attempt,
-                                from: event_target(&ctx.cfg, from),
-                                to: event_target(&ctx.cfg, to),
-                                reason: f.class,
-                            })))
-                            .await;
-                    }
-                    break;
-                }
+            let latency = t0.elapsed().as_micros() as u64;
+            ctx.attempt_finished(attempt, m, latency, Tokens::default(), Some(&f), f.status)
+                .await;
+            last_class = Some(f.class);
+            failures.push(format!(
+                "attempt {attempt} {}: {:?}{} {}",
+                ctx.target_name(m),
+                f.class,
+                f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
+                f.message.chars().take(120).collect::<String>()
+            ));
+            let p = policy(f.class);
+            if p.retry_same && retries < res.max_retries {
+                retries += 1;
+                tokio::time::sleep(backoff(&res, retries, &mut jitter)).await;
+                continue;
             }
+            if !p.fallback {
+                let e = ApiError::Upstream {
+                    status: f.status.filter(|s| (400..500).contains(s)).unwrap_or(502),
+                    message: format!("{} refused the request: {}", ctx.target_name(m), f.message),
+                };
+                return Err(ctx.fail(e, Some(f.class)).await);
+            }
+            if let Some(&next) = targets.get(ti + 1) {
+                ctx.fallback(attempt, m, next, f.class).await;
+            }
+            break;
         }
     }
     Err(ctx
         .fail(ApiError::AllFailed { attempts: failures }, last_class)
         .await)
+}
+
+impl Ctx {
+    /// Budget guard: reserves the request's worst case before dispatch. Returns the highest tier
+    /// the request may use (a degrading guard lowers it), or the refusal.
+    async fn guard_budget(&mut self, alert: &mut bool) -> Result<Option<u8>, ApiError> {
+        let worst = self.worst_case(None);
+        let verdict = self
+            .engine
+            .budgets
+            .reserve(self.input.session.as_deref(), worst, |t| {
+                self.worst_case(Some(t))
+            });
+        self.reserved = verdict.reserved();
+        let mut max_tier = None;
+        match verdict {
+            Verdict::Unguarded | Verdict::Reserved { .. } => {}
+            Verdict::Blocked(g) => {
+                self.budget_exceeded(&g, "blocked".into()).await;
+                let message = format!(
+                    "session budget exceeded: ${:.6} spent and ${:.6} reserved of ${:.6}; this request could cost up to ${:.6}",
+                    g.spent_micros as f64 / 1e6,
+                    g.reserved_micros as f64 / 1e6,
+                    g.limit_micros as f64 / 1e6,
+                    worst as f64 / 1e6
+                );
+                return Err(self.fail(ApiError::BudgetExceeded { message }, None).await);
+            }
+            Verdict::Degrade { tier, guard, .. } => {
+                self.budget_exceeded(&guard, format!("degraded to tier {tier}"))
+                    .await;
+                max_tier = Some(tier);
+            }
+            Verdict::Alert { guard, .. } => {
+                self.budget_exceeded(&guard, "served with alert".into())
+                    .await;
+                *alert = true;
+            }
+        }
+        // A guarded request needs a bounded answer for its worst case to hold.
+        if verdict != Verdict::Unguarded && self.input.max_tokens.is_none() {
+            let cap = self.cfg.router.default_output_tokens;
+            self.input.body["max_tokens"] = json!(cap);
+            self.input.max_tokens = Some(cap);
+        }
+        Ok(max_tier)
+    }
+
+    /// Decides the route, records it, and returns the planned targets (or why there are none).
+    async fn route(&mut self, seed: u64, max_tier: Option<u8>) -> Result<Vec<usize>, ApiError> {
+        let mut input = RouteInput::new(&self.input.requested, self.input.est_prompt_tokens, seed);
+        input.max_tokens = self.input.max_tokens;
+        input.required = self.input.required;
+        input.min_tier = self.input.min_tier;
+        input.max_tier = max_tier;
+        let decision = {
+            let mut health = lock(&self.engine.health);
+            let d = decide_seeded(&input, &health, &self.cfg, Self::now_ms());
+            if let Ok(Some(c)) = d.as_ref().map(|d| d.combo) {
+                health.advance(c);
+            }
+            d
+        };
+        let decision = match decision {
+            Ok(d) => d,
+            Err(RouteError::Unknown(m)) => {
+                return Err(self.fail(ApiError::UnknownModel(m), None).await);
+            }
+            Err(RouteError::Inactive(c)) => {
+                return Err(self.fail(ApiError::ComboInactive(c), None).await);
+            }
+        };
+        let event = decision.to_event(self.rid, self.cv, &self.input.requested, &self.cfg);
+        self.engine
+            .record(Event::RouteDecided(Box::new(event)))
+            .await;
+        let targets: Vec<usize> = decision.targets().collect();
+        if targets.is_empty() {
+            let reasons = decision
+                .candidates
+                .iter()
+                .filter_map(|c| {
+                    let e = c.excluded?;
+                    Some(format!(
+                        "{}: {:?} ({})",
+                        self.target_name(c.model),
+                        e.reason,
+                        e.detail
+                    ))
+                })
+                .collect();
+            return Err(self.fail(ApiError::NoTarget { reasons }, None).await);
+        }
+        Ok(targets)
+    }
+
+    /// One attempt on target `m`: `AttemptStarted`, the provider call and, for a stream, its first
+    /// frame within the time-to-first-token limit.
+    async fn attempt(
+        &mut self,
+        m: usize,
+        attempt: u16,
+    ) -> Result<(Reply, Option<Bytes>, Tokens), Failure> {
+        let probe = lock(&self.engine.health).start(m, Self::now_ms());
+        self.engine.record_circuit(probe, Some(self.rid)).await;
+        let cfg = Arc::clone(&self.cfg);
+        let (Some(model), Some(provider)) =
+            (cfg.model(m), cfg.model(m).and_then(|x| cfg.provider_of(x)))
+        else {
+            return Err(Failure::new(
+                ErrorClass::ServerError,
+                None,
+                "target missing from config",
+            ));
+        };
+        self.engine
+            .record(Event::AttemptStarted(Box::new(AttemptStarted {
+                request_id: self.rid,
+                config_version: self.cv,
+                attempt,
+                target: event_target(&cfg, model),
+                upstream_model: model.upstream.clone(),
+                timeout_ms: provider.timeout_ms,
+            })))
+            .await;
+        let id = format!("chatcmpl-{}", self.rid);
+        let call = Call {
+            http: &self.engine.http,
+            provider,
+            model,
+            body: &self.input.body,
+            stream: self.input.stream,
+            client_wants_usage: self.input.wants_usage,
+            id: &id,
+            created: Self::now_ms() / 1000,
+            timeout: Duration::from_millis(provider.timeout_ms),
+            requested: &self.input.requested,
+        };
+        let ttft =
+            tokio::time::Instant::now() + Duration::from_millis(cfg.resilience.ttft_timeout_ms);
+        let mut usage = Tokens::default();
+        match providers::call(&call).await? {
+            reply @ Reply::Full { .. } if !self.input.stream => Ok((reply, None, usage)),
+            Reply::Stream(mut s) if self.input.stream => {
+                let first = first_frame(&mut s, ttft, &mut usage).await?;
+                Ok((Reply::Stream(s), Some(first), usage))
+            }
+            _ => Err(Failure::new(
+                ErrorClass::ServerError,
+                None,
+                "provider answered in the wrong mode",
+            )),
+        }
+    }
+
+    /// Answers with a successful attempt: a whole body now, or a stream pumped as it arrives.
+    async fn answer(
+        &mut self,
+        reply: Reply,
+        first: Option<Bytes>,
+        usage: Tokens,
+        t0: Instant,
+        m: usize,
+        attempt: u16,
+    ) -> ChatReply {
+        match reply {
+            Reply::Full { body, tokens } => {
+                let latency = t0.elapsed().as_micros() as u64;
+                self.attempt_finished(attempt, m, latency, tokens, None, Some(200))
+                    .await;
+                self.finish(200, Some(m), None).await;
+                ChatReply::Json(body)
+            }
+            Reply::Stream(s) => {
+                self.ttft_us = Some(t0.elapsed().as_micros() as u64);
+                let first = first.unwrap_or_default();
+                ChatReply::Stream(spawn_pump(self.take(), s, first, attempt, m, t0, usage))
+            }
+        }
+    }
+
+    async fn fallback(&mut self, attempt: u16, from: usize, to: usize, reason: ErrorClass) {
+        let (Some(from), Some(to)) = (self.cfg.model(from), self.cfg.model(to)) else {
+            return;
+        };
+        let event = FallbackTriggered {
+            request_id: self.rid,
+            config_version: self.cv,
+            attempt,
+            from: event_target(&self.cfg, from),
+            to: event_target(&self.cfg, to),
+            reason,
+        };
+        self.engine
+            .record(Event::FallbackTriggered(Box::new(event)))
+            .await;
+    }
 }
 
 impl Ctx {
