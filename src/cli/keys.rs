@@ -37,10 +37,6 @@ pub enum KeysCommand {
     },
 }
 
-fn open(data: &DataArgs) -> Result<Log, String> {
-    Log::open(data.data_dir()?).map_err(|e| e.to_string())
-}
-
 fn append(log: &Log, e: &Event) -> Result<(), String> {
     log.append(e)
         .and_then(|h| h.wait())
@@ -51,7 +47,7 @@ fn append(log: &Log, e: &Event) -> Result<(), String> {
 pub fn run(cmd: KeysCommand) -> CliResult {
     match cmd {
         KeysCommand::Create { data, name, scopes } => {
-            let log = open(&data)?;
+            let log = data.open_log()?;
             let key = keys::generate()?;
             let id = Hash32::of(key.as_bytes());
             let scopes: Vec<String> = scopes
@@ -75,7 +71,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::List { data } => {
-            let log = open(&data)?;
+            let log = data.open_log()?;
             let reader = log.reader().map_err(|e| e.to_string())?;
             for k in crate::engine::restore::restore(&reader)
                 .map_err(|e| e.to_string())?
@@ -92,7 +88,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Revoke { data, id } => {
-            let log = open(&data)?;
+            let log = data.open_log()?;
             let reader = log.reader().map_err(|e| e.to_string())?;
             let all = crate::engine::restore::restore(&reader)
                 .map_err(|e| e.to_string())?

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use omniroute_core::event::{Cost, Event, Target};
-use omniroute_core::log::{Log, Stored};
+use omniroute_core::log::Stored;
 use omniroute_core::record::RecordRef;
 use serde::Serialize;
 
@@ -65,12 +65,8 @@ pub fn run(cmd: LogCommand) -> CliResult {
     }
 }
 
-fn open(data: &DataArgs) -> Result<Log, String> {
-    Log::open(data.data_dir()?).map_err(|e| e.to_string())
-}
-
 fn verify(data: &DataArgs) -> CliResult {
-    let log = open(data)?;
+    let log = data.open_log()?;
     let started = std::time::Instant::now();
     let reader = log.reader().map_err(|e| e.to_string())?;
     match reader.verify().map_err(|e| e.to_string())? {
@@ -124,7 +120,7 @@ fn print_record(out: &mut impl Write, stored: &Stored<'_>, json: bool) -> Result
 }
 
 fn tail(data: &DataArgs, n: u64, follow: bool, json: bool) -> CliResult {
-    let log = open(data)?;
+    let log = data.open_log()?;
     let reader = log.reader().map_err(|e| e.to_string())?;
     let head = reader.head().map_err(|e| e.to_string())?.seq;
     let mut out = std::io::stdout().lock();
@@ -261,7 +257,7 @@ fn text_line(rec: &RecordRef<'_>, event: &Event) -> String {
 }
 
 fn stats(data: &DataArgs, json: bool) -> CliResult {
-    let log = open(data)?;
+    let log = data.open_log()?;
     let s = log
         .reader()
         .and_then(|r| r.stats())
@@ -338,7 +334,7 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
 }
 
 fn generate(data: &DataArgs, requests: u64) -> CliResult {
-    let log = open(data)?;
+    let log = data.open_log()?;
     let first = log.committed_seq();
     for n in 0..requests {
         for event in omniroute_core::sample::request_story(first + n) {

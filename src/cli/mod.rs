@@ -62,6 +62,11 @@ impl DataArgs {
         .map_err(|e| e.to_string())
     }
 
+    /// Opens (owns) the log of the data dir these arguments name.
+    pub fn open_log(&self) -> Result<omniroute_core::log::Log, String> {
+        omniroute_core::log::Log::open(self.data_dir()?).map_err(|e| e.to_string())
+    }
+
     /// `--data-dir`, else the config's `server.data_dir`.
     pub fn data_dir(&self) -> Result<PathBuf, String> {
         match &self.data_dir {

@@ -62,7 +62,7 @@ impl Budgets {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Guard>> {
-        self.guards.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.guards)
     }
 
     /// Sets (or replaces) a session's guard, keeping what was already spent and reserved.

@@ -124,7 +124,7 @@ impl Engine {
 
     /// Whether new requests must be refused because the log cannot be written.
     fn refusing(&self) -> bool {
-        self.config().log.on_failure == OnFailure::Refuse && self.log.health().failing
+        self.log.is_failing() && self.config().log.on_failure == OnFailure::Refuse
     }
 
     /// Appends an event. Never blocks a runtime worker: a full queue is waited on off the runtime.

@@ -389,6 +389,11 @@ impl Log {
         self.inner.shared.committed.load(Ordering::Acquire)
     }
 
+    /// Whether the last commit failed (cheap: one atomic read, for per-request checks).
+    pub fn is_failing(&self) -> bool {
+        self.inner.shared.failing.load(Ordering::Acquire)
+    }
+
     pub fn health(&self) -> LogHealth {
         let s = &self.inner.shared;
         LogHealth {
