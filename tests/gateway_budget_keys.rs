@@ -11,6 +11,19 @@ use omniroute_core::event::{BudgetAction, Event, Hash32, KeyCreated};
 use serde_json::{Value, json};
 use support::*;
 
+/// A data dir whose log already holds one API key.
+fn dir_with_key(key: &str, name: &str, scope: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let log = omniroute_core::log::Log::open(dir.path()).unwrap();
+    let ev = Event::KeyCreated(Box::new(KeyCreated {
+        key_id: Hash32::of(key.as_bytes()),
+        name: name.into(),
+        scopes: vec![scope.into()],
+    }));
+    log.append(&ev).unwrap().wait().unwrap();
+    dir
+}
+
 async fn set_budget(gw: &Gateway, session: &str, body: Value) -> reqwest::Response {
     Gateway::client()
         .post(format!("{}/api/sessions/{session}/budget", gw.url))
@@ -151,17 +164,8 @@ async fn block_degrade_and_alert_behave_as_specified() {
 async fn with_a_key_the_api_needs_a_bearer_token() {
     let a = Fake::start(vec![], Step::ok("a")).await;
     let b = Fake::start(vec![], Step::ok("b")).await;
-    let dir = tempfile::tempdir().unwrap();
     let key = "omr-test-key-0123456789";
-    {
-        let log = omniroute_core::log::Log::open(dir.path()).unwrap();
-        let ev = Event::KeyCreated(Box::new(KeyCreated {
-            key_id: Hash32::of(key.as_bytes()),
-            name: "t".into(),
-            scopes: vec!["execute:completions".into()],
-        }));
-        log.append(&ev).unwrap().wait().unwrap();
-    }
+    let dir = dir_with_key(key, "t", "execute:completions");
     let mut gw = Gateway::start_in(&two_upstreams(&a, &b, ""), dir).await;
     let body = json!({ "model": "ab", "messages": user("hi") });
     let url = format!("{}/v1/chat/completions", gw.url);
@@ -304,15 +308,7 @@ async fn anthropic_streams_are_translated_to_openai_chunks() {
         .await;
     let id = rid(&r);
     let (_, frames) = read_sse(r, started).await;
-    let text: String = frames
-        .iter()
-        .filter_map(|f| serde_json::from_str::<Value>(f).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let text = streamed_text(&frames);
     assert_eq!(text, "Hi there");
     assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
     let ev = gw.events(&id);
@@ -358,17 +354,8 @@ async fn budget_guards_and_spending_survive_a_restart() {
 async fn a_key_without_the_completions_scope_is_refused_chat_but_may_list_models() {
     let a = Fake::start(vec![], Step::ok("a")).await;
     let b = Fake::start(vec![], Step::ok("b")).await;
-    let dir = tempfile::tempdir().unwrap();
     let key = "omr-readonly-key";
-    {
-        let log = omniroute_core::log::Log::open(dir.path()).unwrap();
-        let ev = Event::KeyCreated(Box::new(KeyCreated {
-            key_id: Hash32::of(key.as_bytes()),
-            name: "ro".into(),
-            scopes: vec!["read:*".into()],
-        }));
-        log.append(&ev).unwrap().wait().unwrap();
-    }
+    let dir = dir_with_key(key, "ro", "read:*");
     let mut gw = Gateway::start_in(&two_upstreams(&a, &b, ""), dir).await;
     let r = Gateway::client()
         .post(format!("{}/v1/chat/completions", gw.url))

@@ -389,6 +389,19 @@ pub fn rid(resp: &reqwest::Response) -> String {
         .to_string()
 }
 
+/// The assistant text carried by OpenAI stream frames, concatenated.
+pub fn streamed_text(frames: &[String]) -> String {
+    frames
+        .iter()
+        .filter_map(|f| serde_json::from_str::<Value>(f).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// Reads an SSE response to the end: (time to the first frame, frames).
 pub async fn read_sse(
     resp: reqwest::Response,
