@@ -50,6 +50,13 @@ impl Serialize for RequestId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        RequestId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl ArchivedRequestId {
     pub fn get(&self) -> RequestId {
         RequestId(self.0.to_native())
@@ -79,6 +86,29 @@ impl std::fmt::Display for Hash32 {
     }
 }
 
+impl Hash32 {
+    /// Parses the 64-character lowercase or uppercase hex form.
+    pub fn parse_hex(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Hash32::parse_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
 impl Serialize for Hash32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -87,7 +117,17 @@ impl Serialize for Hash32 {
 
 /// Money in integer micro-dollars. `Unpriced` (no price known) is distinct from a price of zero.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
 )]
 #[rkyv(derive(Debug))]
 #[serde(rename_all = "snake_case")]
@@ -100,7 +140,17 @@ pub enum Cost {
 
 /// Token counts in disjoint buckets: a token is counted in exactly one of them.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
 )]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -116,7 +166,17 @@ pub struct Tokens {
 
 /// A routable target: a provider and the model id clients use.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, Default,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
 )]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -127,7 +187,17 @@ pub struct Target {
 
 /// The typed class of a failed attempt. Append new classes at the end only.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[rkyv(compare(PartialEq))]
@@ -176,7 +246,17 @@ pub enum Strategy {
 
 /// Why a candidate was left out of the plan. Append new reasons at the end only.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]
@@ -194,7 +274,17 @@ pub enum ExclusionReason {
 
 /// Circuit-breaker state of a target.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]
@@ -230,7 +320,17 @@ pub enum BudgetAction {
 
 /// What kind of configuration change a `ConfigChanged` records.
 #[derive(
-    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 #[serde(rename_all = "snake_case")]
@@ -248,7 +348,17 @@ pub enum ConfigChangeKind {
 }
 
 /// One named input of a candidate's score.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[derive(
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Debug,
+    PartialEq,
+    Default,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Factor {
@@ -260,7 +370,9 @@ pub struct Factor {
 }
 
 /// Why a candidate was excluded, with a human-readable detail (e.g. "open until 12:03:11").
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Exclusion {
@@ -269,7 +381,9 @@ pub struct Exclusion {
 }
 
 /// A target the router considered, scored or excluded.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Candidate {
@@ -284,7 +398,9 @@ pub struct Candidate {
 
 // ---- request-scoped events --------------------------------------------------------------------
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RequestReceived {
@@ -307,7 +423,9 @@ pub struct RequestReceived {
     pub min_tier: Option<u8>,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RouteDecided {
@@ -325,7 +443,9 @@ pub struct RouteDecided {
     pub propensity: f64,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AttemptStarted {
@@ -340,7 +460,9 @@ pub struct AttemptStarted {
 }
 
 /// Why an attempt failed.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AttemptError {
@@ -351,7 +473,9 @@ pub struct AttemptError {
     pub message: String,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AttemptFinished {
@@ -371,7 +495,9 @@ pub struct AttemptFinished {
     pub error: Option<AttemptError>,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct FallbackTriggered {
@@ -385,7 +511,9 @@ pub struct FallbackTriggered {
 }
 
 /// The error a request finally returned to the client.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct FinalError {
@@ -395,7 +523,9 @@ pub struct FinalError {
     pub message: String,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RequestCompleted {
@@ -414,7 +544,9 @@ pub struct RequestCompleted {
     pub attempts: u16,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct CircuitChanged {
@@ -429,7 +561,9 @@ pub struct CircuitChanged {
     pub request_id: Option<RequestId>,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct BudgetGuardSet {
@@ -440,7 +574,9 @@ pub struct BudgetGuardSet {
     pub actor: String,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct BudgetExceeded {
@@ -455,7 +591,9 @@ pub struct BudgetExceeded {
     pub outcome: String,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ConfigChanged {
@@ -469,7 +607,9 @@ pub struct ConfigChanged {
     pub config_version: Hash32,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ToolCalled {
@@ -486,7 +626,9 @@ pub struct ToolCalled {
     pub output_preview: String,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct CacheHit {
@@ -496,7 +638,9 @@ pub struct CacheHit {
     pub key_hash: Hash32,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct KeyCreated {
@@ -506,7 +650,9 @@ pub struct KeyCreated {
     pub scopes: Vec<String>,
 }
 
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct KeyRevoked {
@@ -515,7 +661,9 @@ pub struct KeyRevoked {
 }
 
 /// Every event the log can hold. Payloads are boxed so the archived root keeps one size forever.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 #[serde(tag = "kind", content = "event")]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
