@@ -6,6 +6,7 @@
 //! - [`providers`]: OpenAI-compatible, Anthropic (translated both ways) and the built-in mock.
 //! - [`error`]: the one API error type and its OpenAI JSON shape.
 
+pub mod admin;
 pub mod cli;
 pub mod engine;
 pub mod error;

@@ -169,9 +169,10 @@ impl CostModel {
         };
         let (b, from_ms, to_ms) = match &q.window {
             Window::Session(id) => (
-                self.sessions.get(id).cloned().ok_or_else(|| {
-                    format!("no cost recorded for session {id:?}")
-                })?,
+                self.sessions
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| format!("no cost recorded for session {id:?}"))?,
                 None,
                 None,
             ),
@@ -275,7 +276,9 @@ impl Query {
         if let Window::Range { from_ms, to_ms } = window
             && from_ms >= to_ms
         {
-            return Err(format!("empty range: from {from_ms} is not before to {to_ms}"));
+            return Err(format!(
+                "empty range: from {from_ms} is not before to {to_ms}"
+            ));
         }
         let period = match (&window, period) {
             (_, Some(p)) => p.to_string(),

@@ -117,7 +117,11 @@ mod tests {
         }
         let p = h.percentiles();
         assert_eq!(p.count, 10_000);
-        for (got, want) in [(p.p50_us, 500_000), (p.p95_us, 950_000), (p.p99_us, 990_000)] {
+        for (got, want) in [
+            (p.p50_us, 500_000),
+            (p.p95_us, 950_000),
+            (p.p99_us, 990_000),
+        ] {
             assert!(got.abs_diff(want) <= want / 1000, "{got} vs {want}");
         }
         let back: Latency = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();

@@ -38,7 +38,9 @@ pub const STATE_VERSION: u32 = 1;
 pub enum Error {
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("unknown projection {0:?}; the projections are: sessions, cost, providers, combos, audit")]
+    #[error(
+        "unknown projection {0:?}; the projections are: sessions, cost, providers, combos, audit"
+    )]
     UnknownName(String),
 }
 

@@ -83,11 +83,7 @@ impl Runner {
 
     /// Runs `f` on the current state.
     pub fn read<R>(&self, f: impl FnOnce(&Projections) -> R) -> R {
-        let guard = self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let guard = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
         f(&guard)
     }
 

@@ -120,7 +120,11 @@ fn events(ops: &[Op]) -> Vec<(u64, Event)> {
                         propensity: 1.0,
                     })),
                 ));
-                let mut cost = if priced { Cost::Micros(0) } else { Cost::Unpriced };
+                let mut cost = if priced {
+                    Cost::Micros(0)
+                } else {
+                    Cost::Unpriced
+                };
                 let attempts = u16::from(fails) + 1;
                 for a in 1..=attempts {
                     let t = target((combo + a as u8) % 3, a as u8 % 2);
@@ -193,7 +197,8 @@ fn events(ops: &[Op]) -> Vec<(u64, Event)> {
                         request_id: id,
                         config_version: cv,
                         status: if ok { 200 } else { 503 },
-                        target: ok.then(|| target((combo + attempts as u8) % 3, attempts as u8 % 2)),
+                        target: ok
+                            .then(|| target((combo + attempts as u8) % 3, attempts as u8 % 2)),
                         error: (!ok).then(|| FinalError {
                             code: "all_targets_failed".into(),
                             class: None,

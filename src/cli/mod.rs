@@ -4,8 +4,12 @@
 mod config;
 mod keys;
 mod log;
+mod report;
 mod serve;
+mod source;
 mod time;
+
+pub use source::ADMIN_ADDR_FILE;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +42,25 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: config::ConfigCommand,
+    },
+    /// One request's whole story: candidates, exclusions, attempts, fallbacks, verdict.
+    Explain(report::ExplainArgs),
+    /// Reports over the read models.
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
+    },
+    /// Session snapshots.
+    Sessions {
+        #[command(subcommand)]
+        command: report::SessionsCommand,
+    },
+    /// Provider and model metrics: success, errors, latency and TTFT percentiles, circuits.
+    Providers(report::ProvidersArgs),
+    /// Maintain the read models.
+    Projections {
+        #[command(subcommand)]
+        command: report::ProjectionsCommand,
     },
 }
 
@@ -86,6 +109,11 @@ pub fn run() -> ExitCode {
         Command::Keys { command } => keys::run(command),
         Command::Log { command } => log::run(command),
         Command::Config { command } => config::run(command),
+        Command::Explain(args) => report::explain(args),
+        Command::Report { command } => report::report(command),
+        Command::Sessions { command } => report::sessions(command),
+        Command::Providers(args) => report::providers(args),
+        Command::Projections { command } => report::projections(command),
     };
     match result {
         Ok(code) => code,

@@ -68,6 +68,10 @@ pub fn run(args: ServeArgs) -> CliResult {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // Other commands find this server's admin API through this file (DESIGN.md, process model).
+        let addr_file = data_dir.join(super::ADMIN_ADDR_FILE);
+        std::fs::write(&addr_file, addr.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", addr_file.display()))?;
         eprintln!(
             "omniroute listening on http://{addr} (config: {source}; data dir: {}; config_version {})",
             data_dir.display(),
@@ -89,6 +93,10 @@ pub fn run(args: ServeArgs) -> CliResult {
                     eprintln!("omniroute: in-flight requests still running after {GRACE:?}; stopping anyway");
                 }
             }
+        }
+        let _ = std::fs::remove_file(&addr_file);
+        if let Err(e) = engine.projections.stop() {
+            eprintln!("omniroute: the read models stopped early: {e}");
         }
         drop(engine);
         let head = log.sync().map_err(|e| e.to_string())?;

@@ -14,7 +14,7 @@ use std::time::Instant;
 use omniroute_core::config::{Config, Durability, OnFailure};
 use omniroute_core::event::{
     BudgetAction, BudgetGuardSet, CircuitChanged, ConfigChangeKind, ConfigChanged, Cost, Event,
-    RequestId,
+    RequestId, Strategy,
 };
 use omniroute_core::log::{Appended, Log, LogError, LogOptions};
 use omniroute_core::router::{CircuitTransition, Health};
@@ -36,6 +36,8 @@ pub struct Engine {
     started: Instant,
     /// Events that could not be appended (log closed or failing).
     unrecorded: AtomicU64,
+    /// The read models, folded live from the log.
+    pub projections: omniroute_projections::runner::Runner,
 }
 
 /// How the gateway opens its log: in `batched` mode the writer waits up to 2 ms to gather a
@@ -74,13 +76,18 @@ impl Engine {
         let engine = Arc::new(Engine {
             health: Mutex::new(Health::new(&config)),
             config: RwLock::new(Arc::new(config)),
-            log,
             budgets: budget::Budgets::restored(restored.guards),
             keys: keys::KeyStore::new(restored.keys),
             http,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             started: Instant::now(),
             unrecorded: AtomicU64::new(0),
+            projections: omniroute_projections::runner::Runner::start(
+                log.clone(),
+                omniroute_projections::runner::RunnerOptions::default(),
+            )
+            .map_err(|e| e.to_string())?,
+            log,
         });
         let cfg = engine.config();
         engine
@@ -219,5 +226,80 @@ impl Engine {
         self.budgets
             .get(session)
             .ok_or_else(|| ApiError::Internal("guard vanished".into()))
+    }
+
+    /// Changes a combo at runtime (`PATCH /api/combos/{id}`): the next request routes with the new
+    /// config, and the change is recorded as `ConfigChanged` with both config versions.
+    pub async fn patch_combo(
+        &self,
+        id: &str,
+        active: Option<bool>,
+        strategy: Option<Strategy>,
+        actor: &str,
+    ) -> Result<Arc<Config>, ApiError> {
+        if active.is_none() && strategy.is_none() {
+            return Err(ApiError::bad(
+                "nothing to change: give `active` (true/false) and/or `strategy`",
+                None,
+            ));
+        }
+        let (event, cfg) = {
+            let mut slot = self.config.write().unwrap_or_else(|e| e.into_inner());
+            let mut cfg = Config::clone(&slot);
+            let ci = cfg
+                .combo_index(id)
+                .ok_or_else(|| ApiError::NotFound(format!("no combo {id:?} in the config")))?;
+            let mut changes = Vec::new();
+            let mut kind = ConfigChangeKind::ComboSwitched;
+            if let Some(c) = cfg.combos.get_mut(ci) {
+                if let Some(a) = active.filter(|a| *a != c.active) {
+                    changes.push(format!("active {} -> {a}", c.active));
+                    c.active = a;
+                }
+                if let Some(s) = strategy.filter(|s| *s != c.strategy) {
+                    changes.push(format!("strategy {:?} -> {s:?}", c.strategy).to_lowercase());
+                    c.strategy = s;
+                    if active.is_none() {
+                        kind = ConfigChangeKind::StrategySet;
+                    }
+                }
+            }
+            if changes.is_empty() {
+                return Ok(Arc::clone(&slot));
+            }
+            let previous = slot.version();
+            cfg.reindex();
+            let event = ConfigChanged {
+                actor: actor.to_string(),
+                kind,
+                detail: format!("combo {id}: {}", changes.join(", ")),
+                previous_version: Some(previous),
+                config_version: cfg.version(),
+            };
+            let cfg = Arc::new(cfg);
+            *slot = Arc::clone(&cfg);
+            (event, cfg)
+        };
+        self.record(Event::ConfigChanged(Box::new(event))).await;
+        Ok(cfg)
+    }
+
+    /// Waits (off the runtime) until everything recorded so far is committed and folded into the
+    /// read models, so an admin read sees the requests that finished before it.
+    pub async fn settled(self: &Arc<Self>) -> Result<(), ApiError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let seq = me.log.sync().map_err(|_| ApiError::LogUnavailable)?;
+            let deadline = std::time::Duration::from_secs(5);
+            if me.projections.wait_for(seq, deadline) {
+                return Ok(());
+            }
+            Err(ApiError::Internal(match me.projections.error() {
+                Some(e) => format!("the read models stopped: {e}"),
+                None => format!("the read models did not reach seq {seq} within {deadline:?}"),
+            }))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
     }
 }

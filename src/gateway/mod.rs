@@ -10,16 +10,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use omniroute_core::event::{BudgetAction, Hash32};
+use omniroute_core::event::{BudgetAction, Hash32, Strategy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::admin::{self, CostParams};
 use crate::engine::{ChatReply, Engine};
 use crate::error::ApiError;
 
@@ -39,6 +42,14 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .route("/v1/models", get(models))
         .route("/api/health", get(health))
         .route("/api/sessions/{id}/budget", post(set_budget))
+        .route("/api/sessions/{id}", get(session))
+        .route("/api/requests/{id}/explain", get(explain))
+        .route("/api/usage/cost", get(cost))
+        .route("/api/usage/cost/reprice", post(reprice))
+        .route("/api/providers/metrics", get(providers))
+        .route("/api/combos", get(combos))
+        .route("/api/combos/{id}", patch(patch_combo))
+        .route("/api/audit/stats", get(audit))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -271,4 +282,149 @@ async fn set_budget(
         )
         .await?;
     Ok(Json(json!({ "session": session, "guard": g })))
+}
+
+// ---- read models (DESIGN.md section 5): loopback or `manage` key; each read first waits until
+// everything recorded so far is folded in, so a request that has finished is always visible ----
+
+async fn admin_read(
+    engine: &AppState,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+) -> Result<String, ApiError> {
+    let actor = authorize_admin(engine, headers, remote)?;
+    engine.settled().await?;
+    Ok(actor)
+}
+
+fn reader(engine: &Engine) -> Result<omniroute_core::log::Reader, ApiError> {
+    engine
+        .log()
+        .reader()
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn explain(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin_read(&engine, &headers, remote).await?;
+    let x = admin::explain(&reader(&engine)?, &id)?;
+    Ok(Json(json!(x)))
+}
+
+async fn session(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin_read(&engine, &headers, remote).await?;
+    let reserved = engine.budgets.get(&id).map_or(0, |g| g.reserved_micros);
+    let v = engine
+        .projections
+        .read(|p| admin::session(p, &id, reserved))?;
+    Ok(Json(json!(v)))
+}
+
+fn params(q: Result<Query<CostParams>, QueryRejection>) -> Result<CostParams, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::bad(format!("invalid query: {}", e.body_text()), None))
+}
+
+async fn cost(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Result<Query<CostParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let p = params(q)?;
+    admin_read(&engine, &headers, remote).await?;
+    let now = omniroute_core::log::now_ms();
+    let r = engine.projections.read(|s| admin::cost(s, &p, now))?;
+    Ok(Json(json!(r)))
+}
+
+async fn reprice(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let p: CostParams = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("invalid re-pricing body: {e}"), None))?;
+    admin_read(&engine, &headers, remote).await?;
+    let now = omniroute_core::log::now_ms();
+    let e = Arc::clone(&engine);
+    // A whole-log fold: off the runtime.
+    let r = tokio::task::spawn_blocking(move || admin::reprice(&reader(&e)?, &p, now))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!(r)))
+}
+
+async fn providers(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin_read(&engine, &headers, remote).await?;
+    Ok(Json(json!(engine.projections.read(admin::providers))))
+}
+
+async fn audit(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin_read(&engine, &headers, remote).await?;
+    Ok(Json(json!(engine.projections.read(admin::audit))))
+}
+
+async fn combos(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin_read(&engine, &headers, remote).await?;
+    let cfg = engine.config();
+    Ok(Json(json!(
+        engine.projections.read(|p| admin::combos(p, &cfg))
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComboPatch {
+    active: Option<bool>,
+    strategy: Option<Strategy>,
+}
+
+async fn patch_combo(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let actor = authorize_admin(&engine, &headers, remote)?;
+    let b: ComboPatch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(
+            format!("invalid combo patch: {e}; send {{\"active\": bool, \"strategy\": \"priority\"|\"weighted\"|...}}"),
+            None,
+        )
+    })?;
+    engine
+        .patch_combo(&id, b.active, b.strategy, &actor)
+        .await?;
+    engine.settled().await?;
+    let cfg = engine.config();
+    let view = engine
+        .projections
+        .read(|p| admin::combos(p, &cfg))
+        .into_iter()
+        .find(|c| c.id == id);
+    Ok(Json(json!(view)))
 }

@@ -1,0 +1,217 @@
+//! The answers of the admin API and the post-mortem CLI, computed from the read models, the log and
+//! the config. The gateway serves them as JSON; the CLI either fetches that JSON from the server that
+//! owns the data dir or calls these same functions on the data dir itself, so both print the same.
+
+use std::collections::BTreeMap;
+
+use omniroute_core::config::Config;
+use omniroute_core::event::{RequestId, Strategy};
+use omniroute_core::log::Reader;
+use omniroute_projections::audit::AuditView;
+use omniroute_projections::combos::ComboMetrics;
+use omniroute_projections::cost::{CostModel, Query, Report};
+use omniroute_projections::explain::Explain;
+use omniroute_projections::providers::ProviderView;
+use omniroute_projections::sessions::SessionView;
+use omniroute_projections::{Mask, Projections};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// Parses a request id, with an error that says what one looks like.
+pub fn parse_request_id(s: &str) -> Result<RequestId, ApiError> {
+    RequestId::parse(s).map_err(|_| {
+        ApiError::bad(
+            format!(
+                "{s:?} is not a request id: expected the 26-character ULID of the \
+                 `x-omniroute-request-id` response header"
+            ),
+            Some("id"),
+        )
+    })
+}
+
+pub fn explain(reader: &Reader, id: &str) -> Result<Explain, ApiError> {
+    let rid = parse_request_id(id)?;
+    omniroute_projections::explain::explain(reader, rid)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no request {rid} in the log")))
+}
+
+pub fn session(p: &Projections, id: &str, reserved_micros: u64) -> Result<SessionView, ApiError> {
+    p.sessions
+        .view(id, reserved_micros)
+        .ok_or_else(|| ApiError::NotFound(format!("no session {id:?} in the log")))
+}
+
+/// The query string of `GET /api/usage/cost` (and the body of its re-pricing `POST`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CostParams {
+    /// `day`, `week`, `month` or `session`.
+    pub period: Option<String>,
+    /// Unix ms, or a UTC date `YYYY-MM-DD`.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `provider`, `model`, `combo`, `key` or `session`.
+    pub group_by: Option<String>,
+    /// The session, for `period=session`.
+    pub session: Option<String>,
+    /// Re-pricing only: an omniroute config (TOML text) whose model prices replace the recorded
+    /// costs, and the name to show for it.
+    pub pricing_toml: Option<String>,
+    pub pricing_name: Option<String>,
+}
+
+/// Unix ms from `1763700000000` or `2025-11-21`.
+fn parse_time(s: &str, param: &str) -> Result<u64, ApiError> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let bad = || {
+        ApiError::bad(
+            format!("{param}={s:?}: expected unix milliseconds or a UTC date YYYY-MM-DD"),
+            Some(param),
+        )
+    };
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, d) = (
+        y.parse::<i64>().map_err(|_| bad())?,
+        m.parse::<i64>().map_err(|_| bad())?,
+        d.parse::<i64>().map_err(|_| bad())?,
+    );
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // days_from_civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400_000).map_err(|_| bad())
+}
+
+fn query(params: &CostParams, now_ms: u64) -> Result<Query, ApiError> {
+    let from = params
+        .from
+        .as_deref()
+        .map(|s| parse_time(s, "from"))
+        .transpose()?;
+    let to = params
+        .to
+        .as_deref()
+        .map(|s| parse_time(s, "to"))
+        .transpose()?;
+    Query::resolve(
+        params.period.as_deref(),
+        from,
+        to,
+        params.session.as_deref(),
+        params.group_by.as_deref(),
+        now_ms,
+    )
+    .map_err(|m| ApiError::bad(m, Some("period")))
+}
+
+pub fn cost(p: &Projections, params: &CostParams, now_ms: u64) -> Result<Report, ApiError> {
+    if params.pricing_toml.is_some() {
+        return Err(ApiError::bad(
+            "re-pricing is a POST to /api/usage/cost/reprice",
+            Some("pricing_toml"),
+        ));
+    }
+    p.cost
+        .report(&query(params, now_ms)?)
+        .map_err(|m| ApiError::bad(m, Some("group_by")))
+}
+
+/// Folds the whole log again with the prices of another config instead of the recorded costs.
+pub fn reprice(reader: &Reader, params: &CostParams, now_ms: u64) -> Result<Report, ApiError> {
+    let name = params.pricing_name.as_deref().unwrap_or("pricing");
+    let toml = params.pricing_toml.as_deref().ok_or_else(|| {
+        ApiError::bad(
+            "pricing_toml is missing: the text of a config whose model prices to use",
+            Some("pricing_toml"),
+        )
+    })?;
+    let prices_from = Config::from_toml(toml, name)
+        .map_err(|e| ApiError::bad(e.to_string(), Some("pricing_toml")))?;
+    let prices: BTreeMap<_, _> = prices_from
+        .models
+        .iter()
+        .filter_map(|m| m.price.map(|p| (m.id.clone(), p)))
+        .collect();
+    let mut q = query(params, now_ms)?;
+    q.repriced = Some(name.to_string());
+    let mut p = Projections {
+        cost: CostModel::repriced(prices),
+        ..Projections::default()
+    };
+    let mask = Mask::named("cost").map_err(internal)?;
+    p.catch_up(reader, mask, |_| {}).map_err(internal)?;
+    p.cost
+        .report(&q)
+        .map_err(|m| ApiError::bad(m, Some("group_by")))
+}
+
+pub fn providers(p: &Projections) -> Vec<ProviderView> {
+    p.providers.view()
+}
+
+pub fn audit(p: &Projections) -> AuditView {
+    p.audit.view()
+}
+
+/// A configured combo with its metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ComboView {
+    pub id: String,
+    pub strategy: Strategy,
+    pub active: bool,
+    /// Model ids, in the combo's order.
+    pub targets: Vec<String>,
+    pub metrics: ComboMetrics,
+}
+
+pub fn combos(p: &Projections, cfg: &Config) -> Vec<ComboView> {
+    cfg.combos
+        .iter()
+        .map(|c| ComboView {
+            id: c.id.clone(),
+            strategy: c.strategy,
+            active: c.active,
+            targets: c
+                .targets
+                .iter()
+                .filter_map(|t| cfg.model(t.model).map(|m| m.id.clone()))
+                .collect(),
+            metrics: p.combos.view(&c.id),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dates_and_millis_parse_and_nonsense_is_refused() {
+        assert_eq!(parse_time("2026-11-21", "from").unwrap(), 1_795_219_200_000);
+        assert_eq!(parse_time("2000-02-29", "from").unwrap(), 951_782_400_000);
+        assert_eq!(parse_time("12345", "from").unwrap(), 12_345);
+        for bad in ["2026-13-01", "yesterday", "2026-11", "-5"] {
+            assert!(parse_time(bad, "from").is_err(), "{bad}");
+        }
+    }
+}

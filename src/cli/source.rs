@@ -1,0 +1,125 @@
+//! Where a post-mortem command gets its answers (DESIGN.md, process model): from the admin API of
+//! the server that owns the data dir, or, when none does, from the data dir itself. Both paths go
+//! through the functions of [`crate::admin`], so they print the same.
+
+use omniroute_core::log::{Log, LogError, Reader};
+use omniroute_projections::Projections;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::DataArgs;
+use crate::error::ApiError;
+
+/// The file in the data dir where `omniroute serve` writes the address it listens on.
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+pub enum Source {
+    /// This process owns the data dir.
+    Local { log: Log },
+    /// A server owns it; its admin API answers.
+    Remote { base: String },
+}
+
+fn api_message(e: ApiError) -> String {
+    e.body()["error"]["message"]
+        .as_str()
+        .unwrap_or("request failed")
+        .to_string()
+}
+
+impl Source {
+    pub fn open(data: &DataArgs) -> Result<Source, String> {
+        let config = data.load_config()?;
+        let dir = data.data_dir()?;
+        match Log::open(&dir) {
+            Ok(log) => Ok(Source::Local { log }),
+            Err(LogError::InUse { .. }) => {
+                let addr = std::fs::read_to_string(dir.join(ADMIN_ADDR_FILE))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| config.server.listen.to_string());
+                Ok(Source::Remote {
+                    base: format!("http://{addr}"),
+                })
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Answers locally with `local(reader, read models)`, or remotely with `GET path`.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        local: impl FnOnce(&Reader, &Projections) -> Result<T, ApiError>,
+    ) -> Result<T, String> {
+        match self {
+            Source::Local { log, .. } => {
+                let reader = log.reader().map_err(|e| e.to_string())?;
+                let p = Projections::load(&reader).map_err(|e| e.to_string())?;
+                local(&reader, &p).map_err(api_message)
+            }
+            Source::Remote { base, .. } => remote(base, path, None),
+        }
+    }
+
+    /// Like [`Source::get`] for a `POST` with a JSON body.
+    pub fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Value,
+        local: impl FnOnce(&Reader) -> Result<T, ApiError>,
+    ) -> Result<T, String> {
+        match self {
+            Source::Local { log, .. } => {
+                let reader = log.reader().map_err(|e| e.to_string())?;
+                local(&reader).map_err(api_message)
+            }
+            Source::Remote { base, .. } => remote(base, path, Some(body)),
+        }
+    }
+}
+
+fn remote<T: DeserializeOwned>(base: &str, path: &str, body: Option<Value>) -> Result<T, String> {
+    let url = format!("{base}{path}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let req = match body {
+            Some(b) => client.post(&url).json(&b),
+            None => client.get(&url),
+        };
+        let resp = req.send().await.map_err(|e| {
+            format!(
+                "the data dir is owned by a running server, but its admin API at {base} does not \
+                 answer ({e}); is it still starting, or listening elsewhere?"
+            )
+        })?;
+        let status = resp.status();
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("{url}: unreadable answer: {e}"))?;
+        if !status.is_success() {
+            return Err(v["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{url}: HTTP {status}")));
+        }
+        serde_json::from_value(v).map_err(|e| format!("{url}: unexpected answer: {e}"))
+    })
+}
+
+/// `%`-encodes a path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
