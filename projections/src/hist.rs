@@ -9,14 +9,8 @@ const HIGH: u64 = 3_600_000_000;
 const SIGFIG: u8 = 3;
 
 /// Microsecond values; anything above an hour is clamped to an hour.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Latency(Option<Histogram<u64>>);
-
-impl Default for Latency {
-    fn default() -> Self {
-        Self(None)
-    }
-}
 
 /// Percentiles of a histogram, in microseconds (0 when empty).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -286,7 +286,7 @@ proptest! {
         let mut at = 0;
         for cut in cuts {
             for (ts, e) in &evs[at..cut] {
-                let _ = log.append_at(*ts, e).unwrap();
+                drop(log.append_at(*ts, e).unwrap());
             }
             at = cut;
             log.sync().unwrap();
