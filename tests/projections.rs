@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use omniroute_core::event::{ConfigChangeKind, Event, Strategy};
+use omniroute_core::event::{ConfigChangeKind, Event, Hash32, Strategy, ToolCalled};
 use serde_json::{Value, json};
 use support::*;
 
@@ -166,6 +166,28 @@ async fn explain_cost_sessions_providers_and_combos_tell_what_happened() {
             "{key}: {got} vs {want}"
         );
     }
+
+    // audit: MCP tool calls (recorded here directly; the MCP server is a later issue).
+    for ok in [true, true, false] {
+        gw.engine
+            .record(Event::ToolCalled(Box::new(ToolCalled {
+                tool: "get_health".into(),
+                caller_key_id: None,
+                scopes: vec!["read:health".into()],
+                args_hash: Hash32::of(b"{}"),
+                args_preview: "{}".into(),
+                duration_us: 300,
+                ok,
+                error: (!ok).then(|| "denied".to_string()),
+                output_preview: String::new(),
+            })))
+            .await;
+    }
+    let (_, audit) = get(&gw, "/api/audit/stats").await;
+    assert_eq!(audit["tools"][0]["tool"], "get_health");
+    assert_eq!(audit["tools"][0]["calls"], 3);
+    assert_eq!(audit["tools"][0]["avg_duration_us"], 300);
+    assert_eq!(audit["total"]["success_rate"], 2.0 / 3.0);
 
     // combos: metrics, then a strategy switch that the next request uses and the log records.
     let (_, combos) = get(&gw, "/api/combos").await;

@@ -136,10 +136,20 @@ impl Projections {
         &mut self,
         reader: &Reader,
         mask: Mask,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, Error> {
+        self.fold(reader, self.seq + 1..=u64::MAX, mask, progress)
+    }
+
+    fn fold(
+        &mut self,
+        reader: &Reader,
+        range: std::ops::RangeInclusive<u64>,
+        mask: Mask,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, Error> {
         let mut n = 0u64;
-        for item in reader.range(self.seq + 1..)? {
+        for item in reader.range(range)? {
             let stored = item?;
             let rec = stored.record()?;
             self.apply_masked(mask, rec.seq, rec.ts_ms, rec.event);
@@ -193,18 +203,9 @@ impl Projections {
         mask: Mask,
         progress: impl FnMut(u64),
     ) -> Result<(), Error> {
-        let upto = self.seq;
         let mut fresh = Projections::default();
-        let mut n = 0u64;
-        let mut progress = progress;
-        for item in reader.range(1..=upto)? {
-            let stored = item?;
-            let rec = stored.record()?;
-            fresh.apply_masked(mask, rec.seq, rec.ts_ms, rec.event);
-            n += 1;
-            if n.is_multiple_of(65_536) {
-                progress(rec.seq);
-            }
+        if self.seq > 0 {
+            fresh.fold(reader, 1..=self.seq, mask, progress)?;
         }
         if mask.has(0) {
             self.sessions = fresh.sessions;

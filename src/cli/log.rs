@@ -145,11 +145,11 @@ fn tail(data: &DataArgs, n: u64, follow: bool, json: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn t(target: &Target) -> String {
+pub(super) fn t(target: &Target) -> String {
     format!("{}/{}", target.provider, target.model)
 }
 
-fn cost(c: &Cost) -> String {
+pub(super) fn cost(c: &Cost) -> String {
     match c {
         Cost::Unpriced => "unpriced".into(),
         Cost::Micros(m) => format!("${}.{:06}", m / 1_000_000, m % 1_000_000),

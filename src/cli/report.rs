@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use omniroute_core::event::{Cost, Target};
 use omniroute_projections::cost::Report;
 use omniroute_projections::explain::Explain;
 use omniroute_projections::hist::Percentiles;
@@ -16,6 +15,7 @@ use omniroute_projections::sessions::SessionView;
 use omniroute_projections::{Mask, NAMES, Projections, usd};
 use serde::Serialize;
 
+use super::log::{cost, t};
 use super::source::{Source, enc};
 use super::time::rfc3339_ms;
 use super::{CliResult, DataArgs};
@@ -240,17 +240,6 @@ pub fn projections(cmd: ProjectionsCommand) -> CliResult {
 }
 
 // ---- rendering ------------------------------------------------------------------------------
-
-fn t(target: &Target) -> String {
-    format!("{}/{}", target.provider, target.model)
-}
-
-fn cost(c: &Cost) -> String {
-    match c {
-        Cost::Unpriced => "unpriced".into(),
-        Cost::Micros(m) => usd(*m),
-    }
-}
 
 fn ms(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
