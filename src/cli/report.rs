@@ -114,9 +114,9 @@ pub fn explain(args: ExplainArgs) -> CliResult {
             .to_string()
     })?;
     let src = Source::open(&args.data)?;
-    let x: Explain = src.get(
+    let x: Explain = src.get_log(
         &format!("/api/requests/{}/explain", enc(&args.id)),
-        |reader, _| admin::explain(reader, &args.id),
+        |reader| admin::explain(reader, &args.id),
     )?;
     print(&x, args.json, render_explain)
 }
@@ -159,7 +159,7 @@ pub fn report(cmd: ReportCommand) -> CliResult {
                     q.push(format!("{k}={}", enc(v)));
                 }
             }
-            src.get(&format!("/api/usage/cost?{}", q.join("&")), |_, p| {
+            src.get(&format!("/api/usage/cost?{}", q.join("&")), |p| {
                 admin::cost(p, &params, now)
             })?
         }
@@ -171,7 +171,7 @@ pub fn sessions(cmd: SessionsCommand) -> CliResult {
     let SessionsCommand::Show { data, id, json } = cmd;
     let src = Source::open(&data)?;
     // Reservations live only in a running server; with none, nothing is reserved.
-    let v: SessionView = src.get(&format!("/api/sessions/{}", enc(&id)), |_, p| {
+    let v: SessionView = src.get(&format!("/api/sessions/{}", enc(&id)), |p| {
         admin::session(p, &id, 0)
     })?;
     print(&v, json, render_session)
@@ -179,7 +179,7 @@ pub fn sessions(cmd: SessionsCommand) -> CliResult {
 
 pub fn providers(args: ProvidersArgs) -> CliResult {
     let src = Source::open(&args.data)?;
-    let v: Vec<ProviderView> = src.get("/api/providers/metrics", |_, p| Ok(admin::providers(p)))?;
+    let v: Vec<ProviderView> = src.get("/api/providers/metrics", |p| Ok(admin::providers(p)))?;
     print(&v, args.json, |v| render_providers(v))
 }
 

@@ -45,19 +45,31 @@ impl Source {
         }
     }
 
-    /// Answers locally with `local(reader, read models)`, or remotely with `GET path`.
+    /// Answers locally with `local(read models)` (restored from their checkpoint and caught up),
+    /// or remotely with `GET path`.
     pub fn get<T: DeserializeOwned>(
         &self,
         path: &str,
-        local: impl FnOnce(&Reader, &Projections) -> Result<T, ApiError>,
+        local: impl FnOnce(&Projections) -> Result<T, ApiError>,
+    ) -> Result<T, String> {
+        self.get_log(path, |reader| {
+            let p = Projections::load(reader).map_err(|e| ApiError::Internal(e.to_string()))?;
+            local(&p)
+        })
+    }
+
+    /// Answers locally with `local(reader)` (no fold), or remotely with `GET path`.
+    pub fn get_log<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        local: impl FnOnce(&Reader) -> Result<T, ApiError>,
     ) -> Result<T, String> {
         match self {
-            Source::Local { log, .. } => {
+            Source::Local { log } => {
                 let reader = log.reader().map_err(|e| e.to_string())?;
-                let p = Projections::load(&reader).map_err(|e| e.to_string())?;
-                local(&reader, &p).map_err(api_message)
+                local(&reader).map_err(api_message)
             }
-            Source::Remote { base, .. } => remote(base, path, None),
+            Source::Remote { base } => remote(base, path, None),
         }
     }
 
@@ -69,11 +81,11 @@ impl Source {
         local: impl FnOnce(&Reader) -> Result<T, ApiError>,
     ) -> Result<T, String> {
         match self {
-            Source::Local { log, .. } => {
+            Source::Local { log } => {
                 let reader = log.reader().map_err(|e| e.to_string())?;
                 local(&reader).map_err(api_message)
             }
-            Source::Remote { base, .. } => remote(base, path, Some(body)),
+            Source::Remote { base } => remote(base, path, Some(body)),
         }
     }
 }
