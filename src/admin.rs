@@ -84,21 +84,13 @@ fn parse_time(s: &str, param: &str) -> Result<u64, ApiError> {
     };
     let (y, m, d) = (
         y.parse::<i64>().map_err(|_| bad())?,
-        m.parse::<i64>().map_err(|_| bad())?,
-        d.parse::<i64>().map_err(|_| bad())?,
+        m.parse::<u32>().map_err(|_| bad())?,
+        d.parse::<u32>().map_err(|_| bad())?,
     );
     if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(bad());
     }
-    // days_from_civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400_000).map_err(|_| bad())
+    u64::try_from(omniroute_core::time::days_from_civil(y, m, d) * 86_400_000).map_err(|_| bad())
 }
 
 fn query(params: &CostParams, now_ms: u64) -> Result<Query, ApiError> {

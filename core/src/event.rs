@@ -729,18 +729,27 @@ trait RequestScoped {
 }
 
 macro_rules! scoped {
-    (always: $($t:ident),*; maybe: $($m:ident),*; never: $($n:ident),*) => {
+    (always: $($t:ident / $at:ident),*; maybe: $($m:ident / $am:ident),*; never: $($n:ident / $an:ident),*) => {
         $(impl RequestScoped for $t { fn request(&self) -> Option<RequestId> { Some(self.request_id) } })*
         $(impl RequestScoped for $m { fn request(&self) -> Option<RequestId> { self.request_id } })*
         $(impl RequestScoped for $n { fn request(&self) -> Option<RequestId> { None } })*
+        $(impl RequestScoped for $at { fn request(&self) -> Option<RequestId> { Some(self.request_id.get()) } })*
+        $(impl RequestScoped for $am {
+            fn request(&self) -> Option<RequestId> { self.request_id.as_ref().map(|r| r.get()) }
+        })*
+        $(impl RequestScoped for $an { fn request(&self) -> Option<RequestId> { None } })*
     };
 }
 
 scoped!(
-    always: RequestReceived, RouteDecided, AttemptStarted, AttemptFinished, FallbackTriggered,
-        RequestCompleted, BudgetExceeded, CacheHit;
-    maybe: CircuitChanged;
-    never: BudgetGuardSet, ConfigChanged, ToolCalled, KeyCreated, KeyRevoked
+    always: RequestReceived / ArchivedRequestReceived, RouteDecided / ArchivedRouteDecided,
+        AttemptStarted / ArchivedAttemptStarted, AttemptFinished / ArchivedAttemptFinished,
+        FallbackTriggered / ArchivedFallbackTriggered, RequestCompleted / ArchivedRequestCompleted,
+        BudgetExceeded / ArchivedBudgetExceeded, CacheHit / ArchivedCacheHit;
+    maybe: CircuitChanged / ArchivedCircuitChanged;
+    never: BudgetGuardSet / ArchivedBudgetGuardSet, ConfigChanged / ArchivedConfigChanged,
+        ToolCalled / ArchivedToolCalled, KeyCreated / ArchivedKeyCreated,
+        KeyRevoked / ArchivedKeyRevoked
 );
 
 impl Event {
@@ -804,6 +813,11 @@ impl ArchivedEvent {
 
     pub fn kind_index(&self) -> usize {
         archived_index(self)
+    }
+
+    /// The request this event belongs to, if any (read in place).
+    pub fn request_id(&self) -> Option<RequestId> {
+        per_variant!(self, ArchivedEvent, |p| p.request())
     }
 
     /// Deserializes into the owned form (allocates; prefer reading the archived form in place).

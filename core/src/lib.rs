@@ -16,3 +16,4 @@ pub mod pricing;
 pub mod record;
 pub mod router;
 pub mod sample;
+pub mod time;

@@ -84,17 +84,7 @@ impl Context {
     }
 
     pub(crate) fn open_of(&self, event: &ArchivedEvent) -> Option<&Open> {
-        let id = match event {
-            ArchivedEvent::RequestReceived(e) => e.request_id.get(),
-            ArchivedEvent::RouteDecided(e) => e.request_id.get(),
-            ArchivedEvent::AttemptStarted(e) => e.request_id.get(),
-            ArchivedEvent::AttemptFinished(e) => e.request_id.get(),
-            ArchivedEvent::FallbackTriggered(e) => e.request_id.get(),
-            ArchivedEvent::RequestCompleted(e) => e.request_id.get(),
-            ArchivedEvent::BudgetExceeded(e) => e.request_id.get(),
-            _ => return None,
-        };
-        self.open.get(&id.0)
+        self.open.get(&event.request_id()?.0)
     }
 
     pub(crate) fn close(&mut self, id: u128) {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use omniroute_core::event::{ArchivedEvent, Cost, Tokens};
 use omniroute_core::pricing::Price;
+use omniroute_core::time::{civil_from_days, days_from_civil};
 use serde::{Deserialize, Serialize};
 
 use crate::Rec;
@@ -294,17 +295,10 @@ impl Query {
     }
 }
 
-/// Start of the UTC calendar month containing `ms` (civil-from-days, Howard Hinnant's algorithm).
+/// Start of the UTC calendar month containing `ms`.
 fn month_start(ms: u64) -> u64 {
-    let days = (ms / 86_400_000) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5; // 0-based day of month
-    ((days - d) as u64) * 86_400_000
+    let (y, m, _) = civil_from_days((ms / 86_400_000) as i64);
+    (days_from_civil(y, m, 1) as u64) * 86_400_000
 }
 
 /// `GET /api/usage/cost` and `omniroute report cost`.

@@ -184,13 +184,20 @@ impl Projections {
             .map(|c| c.state)
     }
 
-    /// The state restored from the reader's checkpoint (or empty), caught up to the reader's head.
-    pub fn load(reader: &Reader) -> Result<Projections, Error> {
-        let mut p = reader
+    /// The state of the reader's checkpoint; empty when there is none usable (unreadable, of
+    /// another version, or ahead of the log's head).
+    pub fn restore(reader: &Reader) -> Result<Projections, Error> {
+        let head = reader.head()?.seq;
+        Ok(reader
             .checkpoint(CHECKPOINT)?
             .and_then(|b| Projections::decode(&b))
-            .filter(|p| reader.head().map(|h| p.seq <= h.seq).unwrap_or(false))
-            .unwrap_or_default();
+            .filter(|p| p.seq <= head)
+            .unwrap_or_default())
+    }
+
+    /// The state restored from the reader's checkpoint (or empty), caught up to the reader's head.
+    pub fn load(reader: &Reader) -> Result<Projections, Error> {
+        let mut p = Projections::restore(reader)?;
         p.catch_up(reader, Mask::ALL, |_| {})?;
         Ok(p)
     }

@@ -142,15 +142,10 @@ impl Drop for Runner {
 }
 
 fn follow(s: &Shared, log: &Log, opts: &RunnerOptions) -> Result<(), Error> {
-    {
-        let reader = log.reader()?;
-        let restored = reader
-            .checkpoint(CHECKPOINT)?
-            .and_then(|b| Projections::decode(&b))
-            .filter(|p| reader.head().map(|h| p.seq <= h.seq).unwrap_or(false))
-            .unwrap_or_default();
-        publish(s, restored.seq, |state| *state = restored);
-    }
+    let restored = Projections::restore(&log.reader()?)?;
+    let seq = restored.seq;
+    *s.state.write().unwrap_or_else(|e| e.into_inner()) = restored;
+    publish(s, seq);
     let mut since_checkpoint = 0u64;
     let mut last_checkpoint = Instant::now();
     let mut sub = log.subscribe(*lock(&s.applied));
@@ -200,14 +195,14 @@ fn fold(s: &Shared, log: &Log, from: u64, to: u64) -> Result<u64, Error> {
         }
         let seq = state.seq;
         drop(state);
-        publish(s, seq, |_| {});
+        publish(s, seq);
         start = end + 1;
     }
     Ok(n)
 }
 
-fn publish(s: &Shared, seq: u64, f: impl FnOnce(&mut Projections)) {
-    f(&mut s.state.write().unwrap_or_else(|e| e.into_inner()));
+/// Tells waiters that everything up to `seq` is folded in.
+fn publish(s: &Shared, seq: u64) {
     *lock(&s.applied) = seq;
     s.advanced.notify_all();
 }

@@ -9,8 +9,8 @@ use omniroute_core::log::Stored;
 use omniroute_core::record::RecordRef;
 use serde::Serialize;
 
-use super::time::rfc3339_ms;
 use super::{CliResult, DataArgs};
+use omniroute_core::time::rfc3339_ms;
 
 #[derive(Subcommand)]
 pub enum LogCommand {

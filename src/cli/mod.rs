@@ -7,7 +7,6 @@ mod log;
 mod report;
 mod serve;
 mod source;
-mod time;
 
 pub use source::ADMIN_ADDR_FILE;
 

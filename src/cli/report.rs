@@ -16,10 +16,10 @@ use omniroute_projections::{Mask, NAMES, Projections, usd};
 use serde::Serialize;
 
 use super::log::{cost, t};
-use super::source::{Source, enc};
-use super::time::rfc3339_ms;
+use super::source::{Source, api_message, enc};
 use super::{CliResult, DataArgs};
 use crate::admin::{self, CostParams};
+use omniroute_core::time::rfc3339_ms;
 
 #[derive(clap::Args)]
 pub struct ExplainArgs {
@@ -107,12 +107,7 @@ fn print<T: Serialize>(value: &T, json: bool, text: impl FnOnce(&T) -> String) -
 
 pub fn explain(args: ExplainArgs) -> CliResult {
     // Refuse a malformed id before touching the data dir.
-    admin::parse_request_id(&args.id).map_err(|e| {
-        e.body()["error"]["message"]
-            .as_str()
-            .unwrap_or("bad id")
-            .to_string()
-    })?;
+    admin::parse_request_id(&args.id).map_err(api_message)?;
     let src = Source::open(&args.data)?;
     let x: Explain = src.get_log(
         &format!("/api/requests/{}/explain", enc(&args.id)),
@@ -205,7 +200,7 @@ pub fn projections(cmd: ProjectionsCommand) -> CliResult {
     );
     bar.set_message(format!("rebuilding {}", name.as_deref().unwrap_or("all")));
     let started = std::time::Instant::now();
-    let mut p = match name {
+    let mut p = match &name {
         // One model: keep the others as checkpointed, refold just it.
         Some(_) => {
             let mut p = Projections::load(&reader).map_err(|e| e.to_string())?;
@@ -223,15 +218,8 @@ pub fn projections(cmd: ProjectionsCommand) -> CliResult {
         .map_err(|e| e.to_string())?;
     println!(
         "rebuilt {} from {} events in {:.2?}; checkpoint at seq {}",
-        match mask {
-            Mask::ALL => NAMES.join(", "),
-            _ => NAMES
-                .iter()
-                .filter(|n| Mask::named(n).ok() == Some(mask))
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", "),
-        },
+        name.as_deref()
+            .map_or_else(|| NAMES.join(", "), str::to_string),
         head,
         started.elapsed(),
         p.seq

@@ -20,7 +20,8 @@ pub enum Source {
     Remote { base: String },
 }
 
-fn api_message(e: ApiError) -> String {
+/// The message of an API error, as the admin API would send it.
+pub(super) fn api_message(e: ApiError) -> String {
     e.body()["error"]["message"]
         .as_str()
         .unwrap_or("request failed")

@@ -61,6 +61,7 @@ proptest! {
             let rec = stored.record().unwrap();
             prop_assert_eq!(rec.ts_ms, 1_000 + i as u64);
             prop_assert_eq!(&rec.event.to_owned_event().unwrap(), &events[i]);
+            prop_assert_eq!(rec.event.request_id(), events[i].request_id());
         }
         // Every request-scoped event is reachable through the index, in order.
         for e in &events {

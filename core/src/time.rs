@@ -1,4 +1,5 @@
-//! Formatting of unix-millisecond timestamps as UTC RFC 3339 text (no time-zone database needed).
+//! UTC calendar arithmetic on unix milliseconds (Howard Hinnant's civil-date algorithms; no
+//! time-zone database needed): RFC 3339 text, and days to and from (year, month, day).
 
 /// `2026-11-21T07:04:07.123Z` for unix ms.
 pub fn rfc3339_ms(ts_ms: u64) -> String {
@@ -15,7 +16,7 @@ pub fn rfc3339_ms(ts_ms: u64) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -28,6 +29,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// (year, month 1-12, day 1-31) to days since 1970-01-01, after Howard Hinnant's
+/// `days_from_civil`. Does not check that the day exists in that month.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +50,9 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339_ms(1_795_244_647_000), "2026-11-21T07:04:07.000Z");
+        for days in [-800_000i64, -1, 0, 11_016, 20_413, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
     }
 }
