@@ -46,11 +46,17 @@ async fn a_500_is_retried_on_the_same_target_then_succeeds() {
     ))
     .await;
     let resp = gw
-        .chat(json!({ "model": "ab", "messages": user("hello") }))
+        .chat(json!({ "model": "ab", "messages": user("hello"), "temperature": 0.5 }))
         .await;
     assert_eq!(resp.status(), 200);
     let id = rid(&resp);
     assert_eq!(resp.headers()["x-omniroute-route"], "a/model-a; attempts=2");
+    // The upstream got the client's body with only `model` changed (to the target's name).
+    let sent = &a.bodies()[0];
+    assert_eq!(
+        sent,
+        &json!({ "model": "model-a", "messages": user("hello"), "temperature": 0.5 })
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "hi from a");
     assert_eq!((a.calls(), b.calls()), (2, 0));

@@ -549,6 +549,7 @@ impl Ctx {
         let id = format!("chatcmpl-{}", self.rid);
         let call = Call {
             http: &self.engine.http,
+            endpoints: &self.engine.endpoints,
             provider,
             model,
             body: &self.input.body,

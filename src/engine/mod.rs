@@ -32,6 +32,7 @@ pub struct Engine {
     pub budgets: budget::Budgets,
     pub keys: keys::KeyStore,
     http: reqwest::Client,
+    endpoints: crate::providers::Endpoints,
     rng: Mutex<ChaCha8Rng>,
     started: Instant,
     /// Events that could not be appended (log closed or failing).
@@ -77,6 +78,7 @@ impl Engine {
             health: Mutex::new(Health::new(&config)),
             config: RwLock::new(Arc::new(config)),
             budgets: budget::Budgets::restored(restored.guards),
+            endpoints: Default::default(),
             keys: keys::KeyStore::new(restored.keys),
             http,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),

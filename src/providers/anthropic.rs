@@ -22,13 +22,7 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
     let url = format!("{}/messages", c.provider.base_url.trim_end_matches('/'));
     let resp = send(c, url, &body, &headers).await?;
     if !c.stream {
-        let v: serde_json::Value = resp.json().await.map_err(|e| {
-            Failure::new(
-                ErrorClass::ServerError,
-                None,
-                format!("unreadable response: {e}"),
-            )
-        })?;
+        let v: serde_json::Value = resp.json().await.map_err(|e| super::body_failure(&e))?;
         let (body, tokens) = from_anthropic_response(&v, c.id, c.created, c.requested)
             .map_err(|e| Failure::new(ErrorClass::ServerError, None, e.to_string()))?;
         return Ok(super::full(&body, tokens));

@@ -70,9 +70,35 @@ pub fn full(body: &Value, tokens: Tokens) -> Reply {
     }
 }
 
+/// Upstream URLs parsed once: parsing one (host and IDNA processing included) cost several µs,
+/// a visible share of a proxied request. Keyed by the full URL text, so a config change that
+/// points a provider elsewhere simply adds an entry.
+#[derive(Default)]
+pub struct Endpoints(std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>);
+
+impl Endpoints {
+    pub fn get(&self, text: String) -> Result<reqwest::Url, Failure> {
+        if let Some(u) = self.0.read().ok().and_then(|m| m.get(&text).cloned()) {
+            return Ok(u);
+        }
+        let url = reqwest::Url::parse(&text).map_err(|e| {
+            Failure::new(
+                ErrorClass::Network,
+                None,
+                format!("invalid upstream URL {text}: {e}"),
+            )
+        })?;
+        if let Ok(mut m) = self.0.write() {
+            m.insert(text, url.clone());
+        }
+        Ok(url)
+    }
+}
+
 /// Everything a provider call needs.
 pub struct Call<'a> {
     pub http: &'a reqwest::Client,
+    pub endpoints: &'a Endpoints,
     pub provider: &'a Provider,
     pub model: &'a Model,
     /// The client's request body (OpenAI shape), validated.
@@ -185,6 +211,20 @@ pub fn http_failure(status: u16, retry_after: Option<&str>, body: &str) -> Failu
         status: Some(status),
         retry_after_ms: retry_after.and_then(parse_retry_after),
         message,
+    }
+}
+
+/// Classifies an error while reading a whole answer's body: the attempt's timeout running out
+/// while the body arrives is a timeout, anything else an unreadable answer.
+pub fn body_failure(e: &reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        transport_failure(e)
+    } else {
+        Failure::new(
+            ErrorClass::ServerError,
+            None,
+            format!("unreadable response: {e}"),
+        )
     }
 }
 

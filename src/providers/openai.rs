@@ -48,22 +48,26 @@ pub(crate) async fn error_body(resp: reqwest::Response) -> String {
 pub(crate) async fn send(
     c: &Call<'_>,
     url: String,
-    body: &Value,
+    body: &impl serde::Serialize,
     headers: &[(&str, String)],
 ) -> Result<reqwest::Response, Failure> {
-    let mut req = c.http.post(url).json(body);
+    let mut req = c.http.post(c.endpoints.get(url)?).json(body);
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    if !c.stream {
-        req = req.timeout(c.timeout);
+    // One timer per attempt: each new tokio timer can wake a parked worker, so a whole answer is
+    // bounded by reqwest's own timeout, and a stream's response head by `tokio::time::timeout`
+    // (the engine bounds the rest: time to first token, then an idle limit between pieces).
+    let resp = if c.stream {
+        tokio::time::timeout(c.timeout, req.send())
+            .await
+            .map_err(|_| {
+                Failure::new(ErrorClass::Timeout, None, "no response within the timeout")
+            })?
+    } else {
+        req.timeout(c.timeout).send().await
     }
-    // For streams the timeout covers the response head only; the engine bounds the rest (time to
-    // first token, then an idle limit between pieces).
-    let resp = tokio::time::timeout(c.timeout, req.send())
-        .await
-        .map_err(|_| Failure::new(ErrorClass::Timeout, None, "no response within the timeout"))?
-        .map_err(|e| transport_failure(&e))?;
+    .map_err(|e| transport_failure(&e))?;
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(resp);
@@ -78,12 +82,20 @@ pub(crate) async fn send(
 }
 
 pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
-    let mut body = c.body.clone();
-    body["model"] = Value::String(c.model.upstream.clone());
-    if c.stream {
-        body["stream"] = Value::Bool(true);
-        body["stream_options"]["include_usage"] = Value::Bool(true);
-    }
+    let streamed;
+    let body = if c.stream {
+        let mut b = c.body.clone();
+        b["stream"] = Value::Bool(true);
+        b["stream_options"]["include_usage"] = Value::Bool(true);
+        streamed = b;
+        &streamed
+    } else {
+        c.body
+    };
+    let body = WithModel {
+        body,
+        model: &c.model.upstream,
+    };
     let mut headers = Vec::new();
     if let Some(key) = api_key(c)? {
         headers.push(("authorization", format!("Bearer {key}")));
@@ -100,21 +112,43 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
             #[serde(default)]
             usage: Value,
         }
-        let unreadable = |e: String| {
+        let body = resp.bytes().await.map_err(|e| super::body_failure(&e))?;
+        let u: UsageOnly = serde_json::from_slice(&body).map_err(|e| {
             Failure::new(
                 ErrorClass::ServerError,
                 None,
                 format!("unreadable response: {e}"),
             )
-        };
-        let body = resp.bytes().await.map_err(|e| unreadable(e.to_string()))?;
-        let u: UsageOnly = serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
+        })?;
         return Ok(Reply::Full {
             tokens: openai_usage(&u.usage),
             body,
         });
     }
     Ok(Reply::Stream(frames(resp, c.client_wants_usage)))
+}
+
+/// The client's body with `model` set to the upstream's name, serialized straight from the
+/// parsed request: cloning the whole tree to change one field was a visible share of a request.
+struct WithModel<'a> {
+    body: &'a Value,
+    model: &'a str,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(fields) = self.body.as_object() else {
+            return self.body.serialize(s);
+        };
+        let others = fields.keys().filter(|k| *k != "model").count();
+        let mut m = s.serialize_map(Some(others + 1))?;
+        m.serialize_entry("model", self.model)?;
+        for (k, v) in fields.iter().filter(|(k, _)| *k != "model") {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 fn frames(resp: reqwest::Response, wants_usage: bool) -> super::ChunkStream {
