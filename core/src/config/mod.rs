@@ -91,6 +91,9 @@ pub struct LogConfig {
     pub durability: Durability,
     pub store_bodies: bool,
     pub on_failure: OnFailure,
+    /// In `batched` mode, how long the writer gathers events before one commit (and one fsync)
+    /// carries them all; the most a power loss can take. `strict` commits at once.
+    pub batch_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -42,6 +42,7 @@ pub struct RawLog {
     pub durability: Option<Durability>,
     pub store_bodies: Option<bool>,
     pub on_failure: Option<OnFailure>,
+    pub batch_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,8 @@ use crate::pricing::usd_per_million_to_pico;
 const DEFAULT_LISTEN: &str = "127.0.0.1:20128";
 const DEFAULT_DATA_DIR: &str = ".omniroute";
 const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
+const DEFAULT_BATCH_WINDOW_MS: u64 = 10;
+const MAX_BATCH_WINDOW_MS: u64 = 1_000;
 const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_CONTEXT_WINDOW: u32 = 128_000;
 const DEFAULT_OUTPUT_TOKENS: u32 = 256;
@@ -85,10 +87,20 @@ pub(super) fn validate(raw: RawConfig, src: &str, file: &str) -> Result<Config, 
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         max_body_bytes,
     };
+    let batch_window_ms = raw.log.batch_window_ms.unwrap_or(DEFAULT_BATCH_WINDOW_MS);
+    if batch_window_ms > MAX_BATCH_WINDOW_MS {
+        p.add(
+            "log.batch_window_ms",
+            None,
+            format!("{batch_window_ms} ms is more than the {MAX_BATCH_WINDOW_MS} ms allowed"),
+            "use a few milliseconds (default 10): it is the most a power loss can take",
+        );
+    }
     let log = LogConfig {
         durability: raw.log.durability.unwrap_or(Durability::Batched),
         store_bodies: raw.log.store_bodies.unwrap_or(false),
         on_failure: raw.log.on_failure.unwrap_or(OnFailure::Refuse),
+        batch_window_ms,
     };
 
     let providers = providers(&raw, &mut p);
