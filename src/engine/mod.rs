@@ -66,7 +66,10 @@ impl Engine {
             let reader = log.reader().map_err(|e| e.to_string())?;
             restore::restore(&reader).map_err(|e| e.to_string())?
         };
+        // TCP_NODELAY is reqwest's default; it is stated here because a stream's pieces cross
+        // this socket too, and without it small writes wait for a delayed ACK (issue 10).
         let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let seed = {
