@@ -35,6 +35,10 @@ pub enum ApiError {
         message: String,
     },
     LogUnavailable,
+    /// The request's events could not be committed, and its answer had to wait for them.
+    NotRecorded,
+    /// The client went away before its answer; recorded as 499, never sent to anyone.
+    ClientClosed,
     Internal(String),
 }
 
@@ -63,6 +67,8 @@ impl ApiError {
                 (*status, "invalid_request_error", "upstream_rejected")
             }
             Self::LogUnavailable => (503, "api_error", "event_log_unavailable"),
+            Self::NotRecorded => (503, "api_error", "event_log_unavailable"),
+            Self::ClientClosed => (499, "api_error", "client_closed"),
             Self::Internal(_) => (500, "api_error", "internal_error"),
         }
     }
@@ -88,6 +94,13 @@ impl ApiError {
                 "the event log cannot be written, so requests are refused (log.on_failure = \"refuse\")"
                     .into()
             }
+            Self::NotRecorded => {
+                "the answer is withheld: this request could not be recorded in the event log, and \
+                 its answer may only be sent once recorded (strict durability, or a session with \
+                 a budget guard); retry later"
+                    .into()
+            }
+            Self::ClientClosed => "the client closed the connection".into(),
             Self::Internal(_) => "internal error".into(),
         }
     }

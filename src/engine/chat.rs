@@ -6,8 +6,19 @@
 //! silent past the time-to-first-token limit is failed over without the client noticing. After
 //! the first byte a broken stream is never ended as if complete: the client gets an in-band error
 //! frame (and no `[DONE]`), and the log records `stream_cut`.
+//!
+//! **An acknowledgement means committed** (DESIGN.md section 2): in `strict` mode, and for every
+//! request of a session with a budget guard in any mode (its spend must survive a crash), nothing
+//! is answered (status, body, or a stream's final `[DONE]`) until every event of the request is
+//! committed; if one failed, the client gets 503 `event_log_unavailable` (in-band for a stream).
+//!
+//! **Cancellation-safe:** the flow runs in its own task, so a client that goes away cannot cut it
+//! short. The attempt under way finishes (its tokens and cost are recorded: that work is paid
+//! for), no further attempt is made, and the request completes as 499 `client_closed` with the
+//! budget reservation settled and Health's in-flight count and probe released.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,6 +28,7 @@ use omniroute_core::event::{
     AttemptError, AttemptFinished, AttemptStarted, BudgetExceeded, Cost, ErrorClass, Event,
     FallbackTriggered, FinalError, Hash32, RequestCompleted, RequestId, RequestReceived, Tokens,
 };
+use omniroute_core::log::Appended;
 use omniroute_core::pricing;
 use omniroute_core::router::classify::policy;
 use omniroute_core::router::{AttemptOutcome, RouteError, RouteInput, decide_seeded, event_target};
@@ -76,6 +88,42 @@ struct Ctx {
     cost_micros: u64,
     unpriced: bool,
     ttft_us: Option<u64>,
+    /// Whether the answer must wait for this request's events to commit (`strict` mode, or a
+    /// guarded session).
+    must_commit: bool,
+    /// Commit handles of this request's events, awaited before answering when `must_commit`.
+    appended: Vec<Appended>,
+    /// An event of this request could not even be queued.
+    lost: bool,
+    /// Set when the client went away (its connection closed); checked between attempts.
+    client_gone: Arc<AtomicBool>,
+}
+
+/// The final error of a request whose client went away before it was answered.
+fn client_closed() -> FinalError {
+    FinalError {
+        code: "client_closed".into(),
+        class: None,
+        message: "the client closed the connection before the answer was complete".into(),
+    }
+}
+
+/// Sets the flag when dropped before [`GoneOnDrop::disarm`]: held by the handler's side of a
+/// request, so the request's task learns that nobody is waiting for its answer any more.
+struct GoneOnDrop(Option<Arc<AtomicBool>>);
+
+impl GoneOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Release);
+        }
+    }
 }
 
 fn add_tokens(a: &mut Tokens, b: &Tokens) {
@@ -120,8 +168,23 @@ impl Ctx {
             .unwrap_or_default()
     }
 
-    /// Records `RequestCompleted` (settling the budget) and, in strict mode, waits for it.
-    async fn finish(&mut self, status: u16, target: Option<usize>, error: Option<FinalError>) {
+    /// Appends one of this request's events, keeping its commit handle.
+    async fn record(&mut self, event: Event) {
+        match self.engine.record(event).await {
+            Some(h) => self.appended.push(h),
+            None => self.lost = true,
+        }
+    }
+
+    /// Records `RequestCompleted` (settling the budget). Returns whether the answer may be sent:
+    /// when the request must be committed first, only once every one of its events is.
+    #[must_use]
+    async fn finish(
+        &mut self,
+        status: u16,
+        target: Option<usize>,
+        error: Option<FinalError>,
+    ) -> bool {
         let actual = if self.unpriced { 0 } else { self.cost_micros };
         self.engine
             .budgets
@@ -130,28 +193,32 @@ impl Ctx {
         let target = target
             .and_then(|m| self.cfg.model(m))
             .map(|m| event_target(&self.cfg, m));
-        let handle = self
-            .engine
-            .record(Event::RequestCompleted(Box::new(RequestCompleted {
-                request_id: self.rid,
-                config_version: self.cv,
-                status,
-                target,
-                error,
-                total_latency_us: self.started.elapsed().as_micros() as u64,
-                ttft_us: self.ttft_us,
-                tokens: self.tokens,
-                cost: self.cost(),
-                attempts: self.attempts,
-            })))
-            .await;
-        if self.cfg.log.durability == Durability::Strict
-            && let Some(h) = handle
-        {
-            let _ = h.await;
+        self.record(Event::RequestCompleted(Box::new(RequestCompleted {
+            request_id: self.rid,
+            config_version: self.cv,
+            status,
+            target,
+            error,
+            total_latency_us: self.started.elapsed().as_micros() as u64,
+            ttft_us: self.ttft_us,
+            tokens: self.tokens,
+            cost: self.cost(),
+            attempts: self.attempts,
+        })))
+        .await;
+        let appended = std::mem::take(&mut self.appended);
+        if !self.must_commit {
+            return true;
         }
+        let mut committed = !self.lost;
+        for h in appended {
+            committed &= h.await.is_ok();
+        }
+        committed
     }
 
+    /// Ends the request with an error answer (503 `event_log_unavailable` instead if the request
+    /// had to be committed and was not).
     async fn fail(&mut self, e: ApiError, class: Option<ErrorClass>) -> ApiError {
         let (status, _, code) = e.parts();
         let error = FinalError {
@@ -159,8 +226,21 @@ impl Ctx {
             class,
             message: e.message(),
         };
-        self.finish(status, None, Some(error)).await;
-        e
+        if self.finish(status, None, Some(error)).await {
+            e
+        } else {
+            ApiError::NotRecorded
+        }
+    }
+
+    /// Ends a request whose client went away: 499 `client_closed`, with what was spent so far.
+    async fn client_closed(&mut self, target: Option<usize>) -> ApiError {
+        let _ = self.finish(499, target, Some(client_closed())).await;
+        ApiError::ClientClosed
+    }
+
+    fn client_gone(&self) -> bool {
+        self.client_gone.load(Ordering::Acquire)
     }
 
     /// Records one attempt's end and folds it into health.
@@ -185,24 +265,23 @@ impl Ctx {
             .model(m)
             .map(|model| event_target(&self.cfg, model))
             .unwrap_or_default();
-        self.engine
-            .record(Event::AttemptFinished(Box::new(AttemptFinished {
-                request_id: self.rid,
-                config_version: self.cv,
-                attempt,
-                target,
-                status,
-                latency_us,
-                ttft_us: self.ttft_us,
-                tokens,
-                cost,
-                error: failure.map(|f| AttemptError {
-                    class: f.class,
-                    retry_after_ms: f.retry_after_ms,
-                    message: f.message.chars().take(200).collect(),
-                }),
-            })))
-            .await;
+        self.record(Event::AttemptFinished(Box::new(AttemptFinished {
+            request_id: self.rid,
+            config_version: self.cv,
+            attempt,
+            target,
+            status,
+            latency_us,
+            ttft_us: self.ttft_us,
+            tokens,
+            cost,
+            error: failure.map(|f| AttemptError {
+                class: f.class,
+                retry_after_ms: f.retry_after_ms,
+                message: f.message.chars().take(200).collect(),
+            }),
+        })))
+        .await;
         let change = lock(&self.engine.health).observe(
             &AttemptOutcome {
                 model: m,
@@ -244,19 +323,19 @@ impl Ctx {
             .unwrap_or(0)
     }
 
-    async fn budget_exceeded(&self, g: &super::budget::Guard, outcome: String) {
-        self.engine
-            .record(Event::BudgetExceeded(Box::new(BudgetExceeded {
-                request_id: self.rid,
-                config_version: self.cv,
-                session_id: self.input.session.clone().unwrap_or_default(),
-                limit: Cost::Micros(g.limit_micros),
-                spent: Cost::Micros(g.spent_micros),
-                reserved: Cost::Micros(g.reserved_micros),
-                action: g.action,
-                outcome,
-            })))
-            .await;
+    async fn budget_exceeded(&mut self, g: &super::budget::Guard, outcome: String) {
+        let session_id = self.input.session.clone().unwrap_or_default();
+        self.record(Event::BudgetExceeded(Box::new(BudgetExceeded {
+            request_id: self.rid,
+            config_version: self.cv,
+            session_id,
+            limit: Cost::Micros(g.limit_micros),
+            spent: Cost::Micros(g.spent_micros),
+            reserved: Cost::Micros(g.reserved_micros),
+            action: g.action,
+            outcome,
+        })))
+        .await;
     }
 }
 
@@ -306,16 +385,38 @@ async fn first_frame(
     }
 }
 
-fn in_band_error(message: &str) -> Bytes {
+fn in_band_error(message: &str, code: &str) -> Bytes {
     let v = json!({ "error": {
-        "message": message, "type": "api_error", "param": null, "code": "stream_cut" } });
+        "message": message, "type": "api_error", "param": null, "code": code } });
     Bytes::from(format!("data: {v}\n\n"))
 }
 
 impl Engine {
-    /// Serves one chat completion. See the module docs for the flow.
+    /// Serves one chat completion. See the module docs for the flow. The flow runs in a task of
+    /// its own, so dropping this future (the client went away) never cuts a request short.
     pub async fn chat(self: &Arc<Self>, input: ChatInput) -> ChatOutput {
         let (rid, seed) = self.new_request();
+        let flag = Arc::new(AtomicBool::new(false));
+        let gone = GoneOnDrop(Some(Arc::clone(&flag)));
+        let me = Arc::clone(self);
+        let task = tokio::spawn(async move { me.chat_task(input, rid, seed, flag).await });
+        let out = task.await.unwrap_or_else(|e| ChatOutput {
+            request_id: rid,
+            route: None,
+            budget_alert: false,
+            result: Err(ApiError::Internal(format!("the request's task failed: {e}"))),
+        });
+        gone.disarm();
+        out
+    }
+
+    async fn chat_task(
+        self: Arc<Self>,
+        input: ChatInput,
+        rid: RequestId,
+        seed: u64,
+        client_gone: Arc<AtomicBool>,
+    ) -> ChatOutput {
         let mut out = ChatOutput {
             request_id: rid,
             route: None,
@@ -328,7 +429,7 @@ impl Engine {
         let cfg = self.config();
         let body_hash = Hash32::of(&input.raw);
         let body_stored = cfg.log.store_bodies && self.log.put_blob(input.raw.to_vec()).is_ok();
-        self.record(Event::RequestReceived(Box::new(RequestReceived {
+        let received = Event::RequestReceived(Box::new(RequestReceived {
             request_id: rid,
             config_version: cfg.version(),
             session_id: input.session.clone(),
@@ -342,11 +443,11 @@ impl Engine {
             body_stored,
             task_hint: input.task.clone(),
             min_tier: input.min_tier,
-        })))
-        .await;
+        }));
         let mut ctx = Ctx {
-            engine: Arc::clone(self),
+            engine: Arc::clone(&self),
             cv: cfg.version(),
+            must_commit: cfg.log.durability == Durability::Strict,
             cfg,
             rid,
             input,
@@ -357,7 +458,11 @@ impl Engine {
             cost_micros: 0,
             unpriced: false,
             ttft_us: None,
+            appended: Vec::new(),
+            lost: false,
+            client_gone,
         };
+        ctx.record(received).await;
         out.result = run(&mut ctx, seed, &mut out.route, &mut out.budget_alert).await;
         out
     }
@@ -384,13 +489,17 @@ async fn run(
             let f = match ctx.attempt(m, attempt).await {
                 Ok((reply, first, usage)) => {
                     *route = Some((ctx.target_name(m), attempt));
-                    return Ok(ctx.answer(reply, first, usage, t0, m, attempt).await);
+                    return ctx.answer(reply, first, usage, t0, m, attempt).await;
                 }
                 Err(f) => f,
             };
             let latency = t0.elapsed().as_micros() as u64;
             ctx.attempt_finished(attempt, m, latency, Tokens::default(), Some(&f), f.status)
                 .await;
+            if ctx.client_gone() {
+                // Nobody waits for the answer: no further attempt is worth paying for.
+                return Err(ctx.client_closed(None).await);
+            }
             last_class = Some(f.class);
             failures.push(format!(
                 "attempt {attempt} {}: {:?}{} {}",
@@ -435,6 +544,9 @@ impl Ctx {
                 self.worst_case(Some(t))
             });
         self.reserved = verdict.reserved();
+        // A guarded session's spend is rebuilt from the log after a restart: its answers wait
+        // until what they spent is committed, so a crash can never forget spend a client saw.
+        self.must_commit |= verdict != Verdict::Unguarded;
         let mut max_tier = None;
         match verdict {
             Verdict::Unguarded | Verdict::Reserved { .. } => {}
@@ -494,9 +606,7 @@ impl Ctx {
             }
         };
         let event = decision.to_event(self.rid, self.cv, &self.input.requested, &self.cfg);
-        self.engine
-            .record(Event::RouteDecided(Box::new(event)))
-            .await;
+        self.record(Event::RouteDecided(Box::new(event))).await;
         let targets: Vec<usize> = decision.targets().collect();
         if targets.is_empty() {
             let reasons = decision
@@ -536,16 +646,15 @@ impl Ctx {
                 "target missing from config",
             ));
         };
-        self.engine
-            .record(Event::AttemptStarted(Box::new(AttemptStarted {
-                request_id: self.rid,
-                config_version: self.cv,
-                attempt,
-                target: event_target(&cfg, model),
-                upstream_model: model.upstream.clone(),
-                timeout_ms: provider.timeout_ms,
-            })))
-            .await;
+        self.record(Event::AttemptStarted(Box::new(AttemptStarted {
+            request_id: self.rid,
+            config_version: self.cv,
+            attempt,
+            target: event_target(&cfg, model),
+            upstream_model: model.upstream.clone(),
+            timeout_ms: provider.timeout_ms,
+        })))
+        .await;
         let id = format!("chatcmpl-{}", self.rid);
         let call = Call {
             http: &self.engine.http,
@@ -586,19 +695,32 @@ impl Ctx {
         t0: Instant,
         m: usize,
         attempt: u16,
-    ) -> ChatReply {
+    ) -> Result<ChatReply, ApiError> {
         match reply {
             Reply::Full { body, tokens } => {
                 let latency = t0.elapsed().as_micros() as u64;
                 self.attempt_finished(attempt, m, latency, tokens, None, Some(200))
                     .await;
-                self.finish(200, Some(m), None).await;
-                ChatReply::Json(body)
+                if self.client_gone() {
+                    return Err(self.client_closed(Some(m)).await);
+                }
+                if !self.finish(200, Some(m), None).await {
+                    return Err(ApiError::NotRecorded);
+                }
+                Ok(ChatReply::Json(body))
             }
             Reply::Stream(s) => {
                 self.ttft_us = Some(t0.elapsed().as_micros() as u64);
                 let first = first.unwrap_or_default();
-                ChatReply::Stream(spawn_pump(self.take(), s, first, attempt, m, t0, usage))
+                Ok(ChatReply::Stream(spawn_pump(
+                    self.take(),
+                    s,
+                    first,
+                    attempt,
+                    m,
+                    t0,
+                    usage,
+                )))
             }
         }
     }
@@ -615,9 +737,7 @@ impl Ctx {
             to: event_target(&self.cfg, to),
             reason,
         };
-        self.engine
-            .record(Event::FallbackTriggered(Box::new(event)))
-            .await;
+        self.record(Event::FallbackTriggered(Box::new(event))).await;
     }
 }
 
@@ -650,11 +770,17 @@ impl Ctx {
             cost_micros: self.cost_micros,
             unpriced: self.unpriced,
             ttft_us: self.ttft_us,
+            must_commit: self.must_commit,
+            appended: std::mem::take(&mut self.appended),
+            lost: self.lost,
+            client_gone: Arc::clone(&self.client_gone),
         }
     }
 }
 
-/// Forwards a stream to the client as it arrives and records its end.
+/// Forwards a stream to the client as it arrives and records its end. A client that goes away
+/// is noticed at once (not at the next piece), the upstream stream is dropped, and the request
+/// completes as `client_closed` with the usage known so far.
 fn spawn_pump(
     mut ctx: Ctx,
     mut s: ChunkStream,
@@ -677,7 +803,14 @@ fn spawn_pump(
             if client_gone {
                 break Ok(());
             }
-            match tokio::time::timeout(idle, s.next()).await {
+            let next = tokio::select! {
+                _ = tx.closed() => {
+                    client_gone = true;
+                    continue;
+                }
+                next = tokio::time::timeout(idle, s.next()) => next,
+            };
+            match next {
                 Err(_) => {
                     break Err(Failure::new(
                         ErrorClass::StreamCut,
@@ -709,30 +842,30 @@ fn spawn_pump(
             Ok(()) if client_gone => {
                 ctx.attempt_finished(attempt, m, latency, usage, None, Some(200))
                     .await;
-                let error = FinalError {
-                    code: "client_closed_request".into(),
-                    class: None,
-                    message: "the client closed the stream before it ended".into(),
-                };
-                ctx.finish(499, Some(m), Some(error)).await;
+                let _ = ctx.finish(499, Some(m), Some(client_closed())).await;
             }
             Ok(()) => {
                 ctx.attempt_finished(attempt, m, latency, usage, None, Some(200))
                     .await;
-                ctx.finish(200, Some(m), None).await;
-                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                let end = if ctx.finish(200, Some(m), None).await {
+                    Bytes::from_static(b"data: [DONE]\n\n")
+                } else {
+                    let e = ApiError::NotRecorded;
+                    in_band_error(&e.message(), e.parts().2)
+                };
+                let _ = tx.send(end).await;
             }
             Err(f) => {
                 let message = format!("the upstream stream broke after it started: {}", f.message);
-                let _ = tx.send(in_band_error(&message)).await;
+                let _ = tx.send(in_band_error(&message, "stream_cut")).await;
                 ctx.attempt_finished(attempt, m, latency, usage, Some(&f), Some(200))
                     .await;
                 let error = FinalError {
                     code: "stream_cut".into(),
                     class: Some(ErrorClass::StreamCut),
-                    message,
+                    message: message.clone(),
                 };
-                ctx.finish(200, Some(m), Some(error)).await;
+                let _ = ctx.finish(200, Some(m), Some(error)).await;
             }
         }
     });

@@ -39,6 +39,9 @@ pub struct Engine {
     unrecorded: AtomicU64,
     /// The read models, folded live from the log.
     pub projections: omniroute_projections::runner::Runner,
+    /// Serialises control-plane writes (config changes), each of which waits for its commit
+    /// before it takes effect, so the recorded config versions form one chain.
+    control: tokio::sync::Mutex<()>,
 }
 
 /// How the gateway opens its log: in `batched` mode the writer gathers events for
@@ -88,6 +91,7 @@ impl Engine {
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             started: Instant::now(),
             unrecorded: AtomicU64::new(0),
+            control: tokio::sync::Mutex::new(()),
             projections: omniroute_projections::runner::Runner::start(
                 log.clone(),
                 omniroute_projections::runner::RunnerOptions::default(),
@@ -97,14 +101,25 @@ impl Engine {
         });
         let cfg = engine.config();
         engine
-            .record(Event::ConfigChanged(Box::new(ConfigChanged {
+            .record_durably(Event::ConfigChanged(Box::new(ConfigChanged {
                 actor: "startup".into(),
                 kind: ConfigChangeKind::Loaded,
                 detail: format!("loaded {source}"),
                 previous_version: None,
                 config_version: cfg.version(),
             })))
-            .await;
+            .await
+            .map_err(|_| {
+                format!(
+                    "cannot record the config in the event log at {}: {}",
+                    engine.log.path().display(),
+                    engine
+                        .log
+                        .health()
+                        .last_error
+                        .unwrap_or_else(|| "the log is closed".into())
+                )
+            })?;
         Ok(engine)
     }
 
@@ -162,6 +177,15 @@ impl Engine {
         }
     }
 
+    /// Appends a control-plane event and waits until it is committed: a control write (budget
+    /// guard, combo switch, config change) is acknowledged only once durable, in every mode.
+    async fn record_durably(&self, event: Event) -> Result<u64, ApiError> {
+        match self.record(event).await {
+            Some(h) => h.await.map_err(|_| ApiError::NotRecorded),
+            None => Err(ApiError::NotRecorded),
+        }
+    }
+
     async fn record_circuit(&self, t: Option<CircuitTransition>, request: Option<RequestId>) {
         let Some(t) = t else { return };
         let cfg = self.config();
@@ -198,6 +222,14 @@ impl Engine {
             .collect()
     }
 
+    /// Health's attempts in flight on a target and whether its half-open probe is out.
+    pub fn in_flight(&self, model: &str) -> Option<(u32, bool)> {
+        let i = self.config().model_index(model)?;
+        let health = lock(&self.health);
+        let t = health.target(i)?;
+        Some((t.in_flight, t.breaker.probe_in_flight()))
+    }
+
     /// Sets a session's budget guard (`POST /api/sessions/{id}/budget`).
     pub async fn set_budget(
         &self,
@@ -220,15 +252,18 @@ impl Engine {
             ));
         }
         let limit = (max_cost_usd * 1_000_000.0).round() as u64;
-        self.budgets.set(session, limit, action, degrade_to_tier);
-        self.record(Event::BudgetGuardSet(Box::new(BudgetGuardSet {
+        // Recorded first, applied once committed: a guard that is not in the log would vanish
+        // at the next restart while the client believes it holds.
+        let _serial = self.control.lock().await;
+        self.record_durably(Event::BudgetGuardSet(Box::new(BudgetGuardSet {
             session_id: session.to_string(),
             limit: Cost::Micros(limit),
             action,
             degrade_to_tier,
             actor: actor.to_string(),
         })))
-        .await;
+        .await?;
+        self.budgets.set(session, limit, action, degrade_to_tier);
         self.budgets
             .get(session)
             .ok_or_else(|| ApiError::Internal("guard vanished".into()))
@@ -249,9 +284,12 @@ impl Engine {
                 None,
             ));
         }
+        // One control write at a time, each applied only once committed, so the next one starts
+        // from the config version the log holds.
+        let _serial = self.control.lock().await;
         let (event, cfg) = {
-            let mut slot = self.config.write().unwrap_or_else(|e| e.into_inner());
-            let mut cfg = Config::clone(&slot);
+            let current = self.config();
+            let mut cfg = Config::clone(&current);
             let ci = cfg
                 .combo_index(id)
                 .ok_or_else(|| ApiError::NotFound(format!("no combo {id:?} in the config")))?;
@@ -271,9 +309,9 @@ impl Engine {
                 }
             }
             if changes.is_empty() {
-                return Ok(Arc::clone(&slot));
+                return Ok(current);
             }
-            let previous = slot.version();
+            let previous = current.version();
             cfg.reindex();
             let event = ConfigChanged {
                 actor: actor.to_string(),
@@ -282,11 +320,11 @@ impl Engine {
                 previous_version: Some(previous),
                 config_version: cfg.version(),
             };
-            let cfg = Arc::new(cfg);
-            *slot = Arc::clone(&cfg);
-            (event, cfg)
+            (event, Arc::new(cfg))
         };
-        self.record(Event::ConfigChanged(Box::new(event))).await;
+        self.record_durably(Event::ConfigChanged(Box::new(event)))
+            .await?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&cfg);
         Ok(cfg)
     }
 
