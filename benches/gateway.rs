@@ -2,17 +2,23 @@
 //! the same mock upstream called directly, through a bare axum+reqwest pass-through proxy (the
 //! baseline), and through omniroute with durable logging (`batched`, and `strict`).
 //! Latency at concurrency 1 (criterion median; p50/p99 printed from 2000 timed requests) and
-//! throughput at concurrency 32. Also `omniroute serve` start-up on an empty data dir.
+//! throughput at concurrency 32, for plain and streamed answers (an instant five-chunk SSE body),
+//! all over keep-alive connections as the official SDKs use them. Then chunk pacing: an upstream
+//! that sends a chunk every 20 ms, each stamped with the time it was written; the client reports
+//! how late each chunk arrives (p50/p99) directly, through the proxy and through omniroute, and the
+//! time to first byte. Also `omniroute serve` start-up on an empty data dir.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use omniroute::engine::Engine;
 use omniroute_core::config::Config;
@@ -20,13 +26,23 @@ use omniroute_core::log::Log;
 use tokio::runtime::Runtime;
 
 const BODY: &str = r#"{"model":"bench","messages":[{"role":"user","content":"Say hello to the benchmark, briefly."}]}"#;
+const STREAM_BODY: &str = r#"{"model":"bench","stream":true,"messages":[{"role":"user","content":"Say hello to the benchmark, briefly."}]}"#;
+const PACED_BODY: &str = r#"{"model":"paced","stream":true,"messages":[{"role":"user","content":"Say hello to the benchmark, slowly."}]}"#;
+/// Chunks of a paced stream, and the gap between them.
+const PACED_CHUNKS: usize = 10;
+const PACE: Duration = Duration::from_millis(20);
+/// Paced streams per target (4 at a time): 400 chunks timed per target.
+const PACED_STREAMS: usize = 40;
 const ANSWER: &str = r#"{"id":"up","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16}}"#;
 const CONCURRENCY: usize = 32;
 const PER_ROUND: usize = 1_024;
 
+/// The upstream and the bare proxy set `TCP_NODELAY` as omniroute does, so that no side of the
+/// comparison waits on Nagle's algorithm.
 async fn listen(app: Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
+    let l = l.tap_io(|s| s.set_nodelay(true).unwrap());
     tokio::spawn(async move {
         axum::serve(
             l,
@@ -37,12 +53,60 @@ async fn listen(app: Router) -> String {
     url
 }
 
+/// The time base that paced chunks are stamped with (one process, so one clock).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn sse_frame(content: &str) -> String {
+    format!(
+        "data: {{\"id\":\"up\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"up\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}]}}\n\n"
+    )
+}
+
+const USAGE_FRAME: &str = "data: {\"id\":\"up\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"up\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}\n\ndata: [DONE]\n\n";
+
+fn sse(body: Body) -> Response {
+    ([("content-type", "text/event-stream")], body).into_response()
+}
+
+/// Answers from the request body: plain JSON; an instant five-chunk SSE body (one write, as an
+/// nginx serving a file would); or, for model `paced`, a chunk every `PACE`, each carrying the
+/// microseconds since `epoch()` at which it was written.
 async fn upstream() -> String {
-    let app = Router::new().route(
-        "/v1/chat/completions",
-        post(|| async { ([("content-type", "application/json")], ANSWER) }),
-    );
-    listen(app).await
+    async fn answer(body: Bytes) -> Response {
+        let has = |s: &[u8]| body.windows(s.len()).any(|w| w == s);
+        if !has(b"\"stream\":true") {
+            return ([("content-type", "application/json")], ANSWER).into_response();
+        }
+        if !has(b"\"paced\"") {
+            let mut all: String = ["Hello", ",", " bench", "mark", "."]
+                .iter()
+                .map(|p| sse_frame(p))
+                .collect();
+            all.push_str(USAGE_FRAME);
+            return sse(Body::from(all));
+        }
+        let chunks = futures_util::stream::unfold(0usize, |i| async move {
+            if i > PACED_CHUNKS {
+                return None;
+            }
+            if i == PACED_CHUNKS {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Bytes::from(USAGE_FRAME)),
+                    i + 1,
+                ));
+            }
+            if i > 0 {
+                tokio::time::sleep(PACE).await;
+            }
+            let stamp = epoch().elapsed().as_micros().to_string();
+            Some((Ok(Bytes::from(sse_frame(&stamp))), i + 1))
+        });
+        sse(Body::from_stream(chunks))
+    }
+    listen(Router::new().route("/v1/chat/completions", post(answer))).await
 }
 
 /// The baseline: forward the body with reqwest, return the upstream's bytes.
@@ -52,10 +116,8 @@ async fn bare_proxy(upstream: String) -> String {
         http: reqwest::Client,
         url: String,
     }
-    async fn forward(
-        State(s): State<S>,
-        body: Bytes,
-    ) -> ([(&'static str, &'static str); 1], Bytes) {
+    async fn forward(State(s): State<S>, body: Bytes) -> Response {
+        let stream = body.windows(13).any(|w| w == b"\"stream\":true");
         let r = s
             .http
             .post(&s.url)
@@ -64,10 +126,14 @@ async fn bare_proxy(upstream: String) -> String {
             .send()
             .await
             .unwrap();
+        if stream {
+            return sse(Body::from_stream(r.bytes_stream()));
+        }
         (
             [("content-type", "application/json")],
             r.bytes().await.unwrap(),
         )
+            .into_response()
     }
     let s = S {
         http: reqwest::Client::new(),
@@ -94,6 +160,10 @@ base_url = "{upstream}/v1"
 id = "bench"
 provider = "up"
 price = {{ input = 0.15, output = 0.60 }}
+[[models]]
+id = "paced"
+provider = "up"
+price = {{ input = 0.15, output = 0.60 }}
 "#
     );
     let config = Config::from_toml(&toml, "bench").unwrap();
@@ -105,33 +175,184 @@ price = {{ input = 0.15, output = 0.60 }}
     url
 }
 
-async fn one(http: &reqwest::Client, url: &str) {
+/// One request, its whole answer read. A streamed answer must end with `[DONE]`.
+async fn one(http: &reqwest::Client, url: &str, body: &'static str) {
     let r = http
         .post(format!("{url}/v1/chat/completions"))
         .header("content-type", "application/json")
-        .body(BODY)
+        .body(body)
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
-    r.bytes().await.unwrap();
+    let b = r.bytes().await.unwrap();
+    if body == STREAM_BODY {
+        assert!(b.ends_with(b"data: [DONE]\n\n"));
+    }
 }
 
-fn percentiles(rt: &Runtime, http: &reqwest::Client, url: &str) -> (Duration, Duration) {
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn percentiles(
+    rt: &Runtime,
+    http: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+) -> (Duration, Duration) {
     let mut lat: Vec<Duration> = rt.block_on(async {
         for _ in 0..200 {
-            one(http, url).await;
+            one(http, url, body).await;
         }
         let mut v = Vec::with_capacity(2_000);
         for _ in 0..2_000 {
             let t = Instant::now();
-            one(http, url).await;
+            one(http, url, body).await;
             v.push(t.elapsed());
         }
         v
     });
     lat.sort();
-    (lat[lat.len() / 2], lat[lat.len() * 99 / 100])
+    (quantile(&lat, 0.5), quantile(&lat, 0.99))
+}
+
+/// One paced stream: how late each chunk arrived after the upstream wrote it, and the time to
+/// the first byte of the answer.
+async fn paced(http: &reqwest::Client, url: &str) -> (Vec<Duration>, Duration) {
+    use futures_util::StreamExt;
+    let t0 = Instant::now();
+    let r = http
+        .post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(PACED_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut body = r.bytes_stream();
+    let (mut ttfb, mut late, mut buf) = (None, Vec::new(), Vec::<u8>::new());
+    while let Some(b) = body.next().await {
+        let now = epoch().elapsed();
+        ttfb.get_or_insert_with(|| t0.elapsed());
+        buf.extend_from_slice(&b.unwrap());
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buf.drain(..end + 2).collect();
+            let text = std::str::from_utf8(&frame).unwrap();
+            let Some(json) = text.strip_prefix("data: ") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(json.trim()) else {
+                continue;
+            };
+            if let Some(stamp) = v["choices"][0]["delta"]["content"]
+                .as_str()
+                .and_then(|c| c.parse::<u64>().ok())
+            {
+                late.push(now.saturating_sub(Duration::from_micros(stamp)));
+            }
+        }
+    }
+    assert_eq!(late.len(), PACED_CHUNKS);
+    (late, ttfb.unwrap())
+}
+
+/// Chunk pacing through each target: per-chunk lateness and time to first byte, p50/p99.
+fn pacing(rt: &Runtime, http: &reqwest::Client, targets: &[(&str, &String)]) {
+    let mut direct: Option<(Duration, Duration, Duration)> = None;
+    for (name, url) in targets {
+        let (mut late, mut ttfb) = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let (http, url) = (http.clone(), url.to_string());
+                tasks.push(tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for _ in 0..PACED_STREAMS / 4 {
+                        out.push(paced(&http, &url).await);
+                    }
+                    out
+                }));
+            }
+            let (mut late, mut ttfb) = (Vec::new(), Vec::new());
+            for t in tasks {
+                for (l, f) in t.await.unwrap() {
+                    late.extend(l);
+                    ttfb.push(f);
+                }
+            }
+            (late, ttfb)
+        });
+        late.sort();
+        ttfb.sort();
+        let (l50, l99, f50) = (
+            quantile(&late, 0.5),
+            quantile(&late, 0.99),
+            quantile(&ttfb, 0.5),
+        );
+        let base = *direct.get_or_insert((l50, l99, f50));
+        eprintln!(
+            "gateway/pacing/{name}: chunk lateness p50 {l50:?} p99 {l99:?} (added over direct: p50 {:?} p99 {:?}); \
+             time to first byte p50 {f50:?} p99 {:?} (added p50 {:?}); {} chunks",
+            l50.saturating_sub(base.0),
+            l99.saturating_sub(base.1),
+            quantile(&ttfb, 0.99),
+            f50.saturating_sub(base.2),
+            late.len()
+        );
+    }
+}
+
+/// c=1 latency (criterion, plus p50/p99 printed) and c=32 throughput of one kind of request.
+fn latency_and_throughput(
+    c: &mut Criterion,
+    rt: &Runtime,
+    http: &reqwest::Client,
+    targets: &[(&str, &String)],
+    kind: &str,
+    body: &'static str,
+) {
+    let mut p = Vec::new();
+    for (name, url) in targets {
+        let (p50, p99) = percentiles(rt, http, url, body);
+        p.push((name, p50, p99));
+    }
+    let direct = p[0];
+    for (name, p50, p99) in &p {
+        eprintln!(
+            "gateway{kind}/c1/{name}: p50 {p50:?} p99 {p99:?}; added over direct: p50 {:?} p99 {:?}",
+            p50.saturating_sub(direct.1),
+            p99.saturating_sub(direct.2)
+        );
+    }
+
+    let mut g = c.benchmark_group(format!("gateway{kind}_c1"));
+    for (name, url) in targets {
+        g.bench_function(*name, |b| b.to_async(rt).iter(|| one(http, url, body)));
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("gateway{kind}_c32"));
+    g.throughput(Throughput::Elements(PER_ROUND as u64));
+    g.sample_size(10);
+    for (name, url) in targets {
+        g.bench_function(*name, |b| {
+            b.to_async(rt).iter(|| async {
+                let mut tasks = Vec::with_capacity(CONCURRENCY);
+                for _ in 0..CONCURRENCY {
+                    let (http, url) = (http.clone(), url.to_string());
+                    tasks.push(tokio::spawn(async move {
+                        for _ in 0..PER_ROUND / CONCURRENCY {
+                            one(&http, &url, body).await;
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -159,49 +380,9 @@ fn bench(c: &mut Criterion) {
         ("omniroute_batched", &gw_batched),
         ("omniroute_strict", &gw_strict),
     ];
-
-    let mut p = Vec::new();
-    for (name, url) in targets {
-        let (p50, p99) = percentiles(&rt, &http, url);
-        p.push((name, p50, p99));
-    }
-    let direct = p[0];
-    for (name, p50, p99) in &p {
-        eprintln!(
-            "gateway/c1/{name}: p50 {p50:?} p99 {p99:?}; added over direct: p50 {:?} p99 {:?}",
-            p50.saturating_sub(direct.1),
-            p99.saturating_sub(direct.2)
-        );
-    }
-
-    let mut g = c.benchmark_group("gateway_c1");
-    for (name, url) in targets {
-        g.bench_function(name, |b| b.to_async(&rt).iter(|| one(&http, url)));
-    }
-    g.finish();
-
-    let mut g = c.benchmark_group("gateway_c32");
-    g.throughput(Throughput::Elements(PER_ROUND as u64));
-    g.sample_size(10);
-    for (name, url) in targets {
-        g.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| async {
-                let mut tasks = Vec::with_capacity(CONCURRENCY);
-                for _ in 0..CONCURRENCY {
-                    let (http, url) = (http.clone(), url.clone());
-                    tasks.push(tokio::spawn(async move {
-                        for _ in 0..PER_ROUND / CONCURRENCY {
-                            one(&http, &url).await;
-                        }
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-            })
-        });
-    }
-    g.finish();
+    latency_and_throughput(c, &rt, &http, &targets, "", BODY);
+    latency_and_throughput(c, &rt, &http, &targets, "_stream", STREAM_BODY);
+    pacing(&rt, &http, &targets);
 }
 
 /// `omniroute serve` on an empty data dir: from spawn to the "listening" line on stderr.
