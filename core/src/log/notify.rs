@@ -16,7 +16,6 @@ const PENDING: u64 = u64::MAX;
 const FAILED: u64 = u64::MAX - 1;
 
 /// State shared by the writer thread and every waiter.
-#[derive(Default)]
 pub(crate) struct Shared {
     /// Highest committed seq (0 before the first event).
     pub(crate) committed: AtomicU64,
@@ -28,6 +27,12 @@ pub(crate) struct Shared {
     pub(crate) failed_batches: AtomicU64,
     /// Events that could not be committed since the log was opened.
     pub(crate) failed_events: AtomicU64,
+    /// Failed events found on disk after a reopen (a failed fsync's batch can land after all).
+    pub(crate) failed_events_found: AtomicU64,
+    /// Attempts to reopen the database after failed commits.
+    pub(crate) reopen_attempts: AtomicU64,
+    /// Times the log became writable again after a failure.
+    pub(crate) recoveries: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     wakers: Mutex<Vec<Waker>>,
     cond: Condvar,
@@ -40,6 +45,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            committed: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            failed_batches: AtomicU64::new(0),
+            failed_events: AtomicU64::new(0),
+            failed_events_found: AtomicU64::new(0),
+            reopen_attempts: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            wakers: Mutex::new(Vec::new()),
+            cond: Condvar::new(),
+        }
+    }
+
     /// Wakes every waiter; called after slots and `committed` were updated.
     pub(crate) fn notify(&self) {
         let wakers = std::mem::take(&mut *lock(&self.wakers));
@@ -65,7 +86,11 @@ impl Shared {
     }
 
     /// Blocks until `ready()` holds, the log closes, or the deadline passes.
-    fn wait_until(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
         let mut guard = lock(&self.wakers);
         loop {
             if ready() {
