@@ -1,12 +1,14 @@
 //! The log under storage faults, through the fault-injecting backend (`log::faults`): a full disk
 //! or a failed fsync fails the batch in flight and marks the log failing; when the space returns
 //! the writer reopens the database by itself, without a restart; nothing acknowledged is lost and
-//! the chain verifies.
+//! the chain verifies. Also: a caller that waits for a commit does not pay the batch window.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use omniroute_core::event::{Event, RequestId};
@@ -224,5 +226,58 @@ fn a_second_opener_through_the_fault_backend_is_refused() {
         Err(LogError::InUse { .. }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a second writer opened the file"),
+    }
+}
+
+/// A window no test can sit out: only a waiter that cuts it short gets its commit.
+fn hour_window(dir: &Path) -> Log {
+    Log::open_with(
+        dir,
+        LogOptions {
+            batch_window: Duration::from_secs(3600),
+            ..LogOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_waiter_does_not_sit_out_the_batch_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = hour_window(dir.path());
+    // Producers that do not wait leave the writer in its window...
+    let a = log.append(&sample::attempt_finished(1)).unwrap();
+    let b = log.append(&sample::attempt_finished(2)).unwrap();
+    assert_eq!(log.committed_seq(), 0);
+    assert!(a.try_get().is_none());
+    // ...a waiter ends it, and the whole gathered batch commits.
+    assert_eq!(b.wait_timeout(PATIENCE).map(Result::unwrap), Some(2));
+    assert_eq!(a.try_get().map(Result::unwrap), Some(1));
+
+    // The same for `sync`, and for an `Appended` awaited as a future.
+    drop(log.append(&sample::attempt_finished(3)).unwrap());
+    assert_eq!(log.sync().unwrap(), 3);
+    let fut = log.append(&sample::attempt_finished(4)).unwrap();
+    assert_eq!(block_on(fut).unwrap(), 4);
+    let waited = log.append(&sample::attempt_finished(5)).unwrap();
+    assert_eq!(waited.wait().unwrap(), 5);
+}
+
+/// A minimal executor: park the thread until the waker fires.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct W(std::thread::Thread);
+    impl std::task::Wake for W {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark()
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(W(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => return r,
+            std::task::Poll::Pending => std::thread::park(),
+        }
     }
 }

@@ -70,6 +70,8 @@ pub struct LogOptions {
     /// How long the writer may wait for more events before committing a batch (0: commit what
     /// is there at once). A window trades a bounded loss on power failure (at most one window of
     /// events not yet awaited) for fewer fsyncs; a barrier (`sync`) always commits at once.
+    /// Someone waiting for a commit (`Appended::wait`, awaiting an `Appended`, `Log::sync`) cuts
+    /// the window short: only events nobody waits for pay it.
     pub batch_window: std::time::Duration,
     /// Bytes of redb page cache. redb's own default (1 GiB) lets the process's memory follow the
     /// file; the OS page cache holds the file anyway.
@@ -147,6 +149,8 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.tx.send(Msg::Shutdown);
+        // Do not let the writer sleep out a batch window first.
+        self.shared.hurry();
         let handle = self.writer.get_mut().ok().and_then(Option::take);
         if let Some(h) = handle {
             let _ = h.join();
@@ -317,7 +321,7 @@ impl Log {
 
         let db = Arc::new(db);
         let current = Arc::new(Current::new(Arc::clone(&db)));
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(!opts.batch_window.is_zero()));
         shared.committed.store(head.seq, Ordering::Release);
         let (tx, rx) = crossbeam_channel::bounded(opts.queue_capacity.max(1));
         let writer = Writer {

@@ -65,6 +65,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn run(mut self) {
+        self.shared.register_writer();
         let mut batch: Vec<Msg> = Vec::with_capacity(self.batch_limit);
         let mut stop = false;
         while !stop {
@@ -72,16 +73,30 @@ impl Writer {
             let deadline = Instant::now() + self.window;
             batch.push(first);
             self.drain(&mut batch);
-            // Batch window: sleep a little so more events gather and one fsync carries them,
-            // unless someone waits on a barrier or the log is shutting down. Sleeping (rather
-            // than blocking on the channel) means producers do not wake this thread per event.
+            // Batch window: wait a little so more events gather and one fsync carries them,
+            // unless someone waits (a barrier, a shutdown, or a waiter that marked the writer
+            // urgent and unparked it). Parking (rather than blocking on the channel) means
+            // producers that do not wait never wake this thread per event.
             let urgent = |b: &[Msg]| {
                 b.iter()
                     .any(|m| matches!(m, Msg::Barrier(_) | Msg::Shutdown))
             };
             if !self.window.is_zero() && batch.len() < self.batch_limit && !urgent(&batch) {
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                self.drain(&mut batch);
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline || self.shared.urgent.load(Ordering::Acquire) {
+                        break;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
+            }
+            // Consume the urgency before the last drain: a waiter marks it after its event was
+            // queued, so that event is in this batch (or, if the batch is full, the flag is set
+            // again below and the next batch does not wait either).
+            let hurried = self.shared.urgent.swap(false, Ordering::AcqRel);
+            self.drain(&mut batch);
+            if hurried && batch.len() >= self.batch_limit && !self.rx.is_empty() {
+                self.shared.urgent.store(true, Ordering::Release);
             }
             if batch.iter().any(|m| matches!(m, Msg::Shutdown)) {
                 // Commit what came with the shutdown, then anything queued behind it.
