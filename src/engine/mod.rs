@@ -42,15 +42,18 @@ pub struct Engine {
 }
 
 /// How the gateway opens its log: in `batched` mode the writer gathers events for
-/// `log.batch_window_ms` (nobody waits on the commit, and one fsync then carries a whole window of
-/// requests: the writer's CPU per request at low rates was ~60 µs with a 2 ms window and ~25 µs
-/// with 10 ms); in `strict` mode it commits at once, because every response waits for it.
+/// `log.batch_window_ms` (one fsync then carries a whole window of requests: the writer's CPU per
+/// request at low rates was ~60 µs with a 2 ms window and ~25 µs with 10 ms; a caller that waits
+/// for a commit cuts the window short); in `strict` mode it commits at once, because every
+/// response waits for it. redb's page cache is `log.cache_size_mb`.
 pub fn log_options(config: &Config) -> LogOptions {
     LogOptions {
         batch_window: match config.log.durability {
             Durability::Batched => std::time::Duration::from_millis(config.log.batch_window_ms),
             Durability::Strict => std::time::Duration::ZERO,
         },
+        cache_size: usize::try_from(config.log.cache_size_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
         ..LogOptions::default()
     }
 }
