@@ -35,7 +35,8 @@ pub struct Engine {
     endpoints: crate::providers::Endpoints,
     rng: Mutex<ChaCha8Rng>,
     started: Instant,
-    /// Events that could not be appended (log closed or failing).
+    /// Events the log refused at enqueue (it had closed). Those whose commit failed are counted
+    /// by the log itself; [`Engine::unrecorded`] adds both.
     unrecorded: AtomicU64,
     /// The read models, folded live from the log.
     pub projections: omniroute_projections::runner::Runner,
@@ -126,8 +127,11 @@ impl Engine {
         self.started.elapsed().as_secs()
     }
 
+    /// Events that never became durable: refused at enqueue, or failed at commit (less those
+    /// found on disk after the writer reopened the file). With `log.on_failure = "serve"` this
+    /// counts what the gateway served without recording.
     pub fn unrecorded(&self) -> u64 {
-        self.unrecorded.load(Ordering::Relaxed)
+        self.unrecorded.load(Ordering::Relaxed) + self.log.health().lost_events()
     }
 
     /// A new request id (ULID: unix ms and 80 random bits) and the seed its decisions draw from.
