@@ -32,7 +32,10 @@ fn rss_kib(pid: u32) -> u64 {
 fn main() {
     // `cargo bench` passes `--bench`; a filter that does not name this bench skips it.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| !a.starts_with('-') && !"soak".contains(a.as_str())) {
+    if args
+        .iter()
+        .any(|a| !a.starts_with('-') && !"soak".contains(a.as_str()))
+    {
         return;
     }
     let total: u64 = std::env::var("SOAK_REQUESTS")

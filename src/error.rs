@@ -90,10 +90,12 @@ impl ApiError {
                 format!("every target failed: {}", attempts.join("; "))
             }
             Self::Upstream { message, .. } => message.clone(),
-            Self::LogUnavailable => {
-                "the event log cannot be written, so requests are refused (log.on_failure = \"refuse\")"
-                    .into()
-            }
+            // Not "requests are refused": this also answers a strict-mode request whose commit
+            // failed, or an admin read that waits for the log, under either on_failure setting.
+            Self::LogUnavailable => "the event log cannot be written right now (disk full or I/O \
+                error; see /api/health), so this request was not served. The gateway retries the \
+                log by itself; whether requests are refused meanwhile is set by log.on_failure"
+                .into(),
             Self::NotRecorded => {
                 "the answer is withheld: this request could not be recorded in the event log, and \
                  its answer may only be sent once recorded (strict durability, or a session with \

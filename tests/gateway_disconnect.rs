@@ -46,7 +46,10 @@ async fn guarded(gw: &Gateway) {
 
 fn assert_settled(gw: &Gateway, c: &RequestCompleted) {
     assert_eq!(c.status, 499, "{c:?}");
-    assert_eq!(c.error.as_ref().map(|e| e.code.as_str()), Some("client_closed"));
+    assert_eq!(
+        c.error.as_ref().map(|e| e.code.as_str()),
+        Some("client_closed")
+    );
     assert_eq!(c.attempts, 1, "no further attempt after the client left");
     let g = gw.engine.budgets.get("S1").unwrap();
     assert_eq!(g.reserved_micros, 0, "the reservation is settled");
@@ -60,7 +63,11 @@ fn assert_settled(gw: &Gateway, c: &RequestCompleted) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_answer_is_completed_settled_and_released() {
     // The upstream takes a while; the client gives up long before.
-    let a = Fake::start(vec![Step::slow(Duration::from_millis(1_500))], Step::ok("a")).await;
+    let a = Fake::start(
+        vec![Step::slow(Duration::from_millis(1_500))],
+        Step::ok("a"),
+    )
+    .await;
     let b = Fake::start(vec![], Step::ok("b")).await;
     let gw = Gateway::start(&two_upstreams(&a, &b, NO_RETRY)).await;
     guarded(&gw).await;

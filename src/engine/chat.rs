@@ -404,7 +404,9 @@ impl Engine {
             request_id: rid,
             route: None,
             budget_alert: false,
-            result: Err(ApiError::Internal(format!("the request's task failed: {e}"))),
+            result: Err(ApiError::Internal(format!(
+                "the request's task failed: {e}"
+            ))),
         });
         gone.disarm();
         out

@@ -35,7 +35,8 @@ pub struct Engine {
     endpoints: crate::providers::Endpoints,
     rng: Mutex<ChaCha8Rng>,
     started: Instant,
-    /// Events that could not be appended (log closed or failing).
+    /// Events the log refused at enqueue (it had closed). Those whose commit failed are counted
+    /// by the log itself; [`Engine::unrecorded`] adds both.
     unrecorded: AtomicU64,
     /// The read models, folded live from the log.
     pub projections: omniroute_projections::runner::Runner,
@@ -45,15 +46,18 @@ pub struct Engine {
 }
 
 /// How the gateway opens its log: in `batched` mode the writer gathers events for
-/// `log.batch_window_ms` (nobody waits on the commit, and one fsync then carries a whole window of
-/// requests: the writer's CPU per request at low rates was ~60 µs with a 2 ms window and ~25 µs
-/// with 10 ms); in `strict` mode it commits at once, because every response waits for it.
+/// `log.batch_window_ms` (one fsync then carries a whole window of requests: the writer's CPU per
+/// request at low rates was ~60 µs with a 2 ms window and ~25 µs with 10 ms; a caller that waits
+/// for a commit cuts the window short); in `strict` mode it commits at once, because every
+/// response waits for it. redb's page cache is `log.cache_size_mb`.
 pub fn log_options(config: &Config) -> LogOptions {
     LogOptions {
         batch_window: match config.log.durability {
             Durability::Batched => std::time::Duration::from_millis(config.log.batch_window_ms),
             Durability::Strict => std::time::Duration::ZERO,
         },
+        cache_size: usize::try_from(config.log.cache_size_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
         ..LogOptions::default()
     }
 }
@@ -138,8 +142,11 @@ impl Engine {
         self.started.elapsed().as_secs()
     }
 
+    /// Events that never became durable: refused at enqueue, or failed at commit (less those
+    /// found on disk after the writer reopened the file). With `log.on_failure = "serve"` this
+    /// counts what the gateway served without recording.
     pub fn unrecorded(&self) -> u64 {
-        self.unrecorded.load(Ordering::Relaxed)
+        self.unrecorded.load(Ordering::Relaxed) + self.log.health().lost_events()
     }
 
     /// A new request id (ULID: unix ms and 80 random bits) and the seed its decisions draw from.

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::serve::{ListenerExt, TapIo};
 use axum::{Json, Router};
+use omniroute_core::config::OnFailure;
 use omniroute_core::event::{BudgetAction, Hash32, Strategy};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -243,13 +244,17 @@ async fn models(
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
+/// 200 while the log is written, 503 (same body) while it cannot be: `"failing"` when requests
+/// are refused meanwhile (`log.on_failure = "refuse"`), `"degraded"` when they are served
+/// unrecorded (`"serve"`). Load balancers and monitors only need the status code.
 async fn health(
     State(engine): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize_admin(&engine, &headers, remote)?;
     let log = engine.log().health();
+    let on_failure = engine.config().log.on_failure;
     let head = engine
         .log()
         .reader()
@@ -261,20 +266,29 @@ async fn health(
         .into_iter()
         .map(|(provider, model, state)| json!({ "provider": provider, "model": model, "circuit": state }))
         .collect();
-    let status = if log.failing { "degraded" } else { "ok" };
-    Ok(Json(json!({
+    let unwritable = log.failing || log.closed;
+    let (code, status) = match (unwritable, on_failure) {
+        (false, _) => (StatusCode::OK, "ok"),
+        (true, OnFailure::Refuse) => (StatusCode::SERVICE_UNAVAILABLE, "failing"),
+        (true, OnFailure::Serve) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+    };
+    let body = json!({
         "status": status,
         "uptime_s": engine.uptime_s(),
         "config_version": engine.config().version().to_string(),
         "log": {
             "head": head,
             "failing": log.failing,
+            "on_failure": on_failure,
             "failed_events": log.failed_events,
             "unrecorded_events": engine.unrecorded(),
+            "reopen_attempts": log.reopen_attempts,
+            "recoveries": log.recoveries,
             "last_error": log.last_error,
         },
         "targets": targets,
-    })))
+    });
+    Ok((code, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]

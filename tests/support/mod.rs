@@ -19,7 +19,8 @@ use bytes::Bytes;
 use omniroute::engine::Engine;
 use omniroute_core::config::Config;
 use omniroute_core::event::{Event, RequestId};
-use omniroute_core::log::Log;
+use omniroute_core::log::faults::Faults;
+use omniroute_core::log::{Backoff, Log, LogOptions};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -236,6 +237,30 @@ impl Gateway {
     pub async fn start_in(toml: &str, dir: tempfile::TempDir) -> Gateway {
         let config = Config::from_toml(toml, "test config").unwrap();
         let log = Log::open_with(dir.path(), omniroute::engine::log_options(&config)).unwrap();
+        Self::start_on(toml, config, log, dir).await
+    }
+
+    /// A gateway whose log reaches its file through the fault-injecting backend: the returned
+    /// handle fills the disk, fails fsync and returns the space (`omniroute_core::log::faults`).
+    /// To make the next commit fail: `faults.disk_full()`. The writer retries a failed log every
+    /// millisecond or two here, so tests wait for recovery (`log.wait_writable`), not for a timer.
+    /// A restart reopens the data dir through the plain file path.
+    pub async fn start_with_faults(toml: &str) -> (Gateway, Faults) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(toml, "test config").unwrap();
+        let faults = Faults::new();
+        let opts = LogOptions {
+            reopen_backoff: Backoff {
+                first: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+            ..omniroute::engine::log_options(&config)
+        };
+        let log = Log::open_with_backend(dir.path(), opts, faults.factory(dir.path())).unwrap();
+        (Self::start_on(toml, config, log, dir).await, faults)
+    }
+
+    async fn start_on(toml: &str, config: Config, log: Log, dir: tempfile::TempDir) -> Gateway {
         let engine = Engine::start(config, "test config", log.clone())
             .await
             .unwrap();

@@ -94,6 +94,8 @@ pub struct LogConfig {
     /// In `batched` mode, how long the writer gathers events before one commit (and one fsync)
     /// carries them all; the most a power loss can take. `strict` commits at once.
     pub batch_window_ms: u64,
+    /// MiB of redb page cache for the log (bounded memory; the OS page cache holds the file).
+    pub cache_size_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -43,6 +43,7 @@ pub struct RawLog {
     pub store_bodies: Option<bool>,
     pub on_failure: Option<OnFailure>,
     pub batch_window_ms: Option<u64>,
+    pub cache_size_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -77,3 +77,16 @@ fn every_problem_is_reported_at_once_with_lines() {
     let text = e.to_string();
     assert!(text.starts_with("many.toml: 2 problems"), "{text}");
 }
+
+#[test]
+fn the_log_cache_size_has_a_small_default_and_bounds() {
+    assert_eq!(Config::builtin().unwrap().log.cache_size_mb, 32);
+    let c = Config::from_toml("[log]\ncache_size_mb = 256\n", "x").unwrap();
+    assert_eq!(c.log.cache_size_mb, 256);
+    for bad in ["0", "16385"] {
+        let e =
+            Config::from_toml(&format!("[log]\ncache_size_mb = {bad}\n"), "c.toml").unwrap_err();
+        assert_eq!(e.problems[0].key, "log.cache_size_mb", "{e}");
+        assert!(e.problems[0].fix.contains("MiB"), "{e}");
+    }
+}

@@ -16,6 +16,10 @@ const DEFAULT_DATA_DIR: &str = ".omniroute";
 const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
 const DEFAULT_BATCH_WINDOW_MS: u64 = 10;
 const MAX_BATCH_WINDOW_MS: u64 = 1_000;
+/// Same default as [`crate::log::DEFAULT_CACHE_SIZE`]; the bounds keep a typo (GiB for MiB, or 0)
+/// from becoming either an unbounded cache or none at all.
+const DEFAULT_CACHE_SIZE_MB: u64 = (crate::log::DEFAULT_CACHE_SIZE / (1024 * 1024)) as u64;
+const MAX_CACHE_SIZE_MB: u64 = 16 * 1024;
 const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_CONTEXT_WINDOW: u32 = 128_000;
 const DEFAULT_OUTPUT_TOKENS: u32 = 256;
@@ -96,11 +100,21 @@ pub(super) fn validate(raw: RawConfig, src: &str, file: &str) -> Result<Config, 
             "use a few milliseconds (default 10): it is the most a power loss can take",
         );
     }
+    let cache_size_mb = raw.log.cache_size_mb.unwrap_or(DEFAULT_CACHE_SIZE_MB);
+    if !(1..=MAX_CACHE_SIZE_MB).contains(&cache_size_mb) {
+        p.add(
+            "log.cache_size_mb",
+            None,
+            format!("{cache_size_mb} MiB is outside 1..={MAX_CACHE_SIZE_MB}"),
+            "write the log's cache size in MiB (default 32); the OS page cache holds the file anyway",
+        );
+    }
     let log = LogConfig {
         durability: raw.log.durability.unwrap_or(Durability::Batched),
         store_bodies: raw.log.store_bodies.unwrap_or(false),
         on_failure: raw.log.on_failure.unwrap_or(OnFailure::Refuse),
         batch_window_ms,
+        cache_size_mb,
     };
 
     let providers = providers(&raw, &mut p);

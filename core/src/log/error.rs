@@ -34,6 +34,10 @@ pub enum LogError {
     Encode(String),
     #[error("event log write failed: {0}")]
     WriteFailed(String),
+    #[error(
+        "{path} cannot be read right now: the writer is reopening it after a failed write ({reason}); retry shortly"
+    )]
+    Unavailable { path: PathBuf, reason: String },
     #[error("the event log queue is full")]
     Full,
     #[error("the event log is closed")]

@@ -7,9 +7,15 @@
 //!   when the event is durable. Backpressure: `append` blocks while the queue is full,
 //!   [`Log::try_append_at`] returns [`LogError::Full`] instead.
 //! - [`Log::reader`] gives a consistent snapshot: by seq, by range, by request id, head.
+//! - A failed commit (disk full, I/O error) fails that batch's handles and sets
+//!   [`Log::is_failing`]; the writer then reopens the database with backoff ([`store`]) and
+//!   clears it once a commit succeeds again, without a restart. [`faults`] is the fault-injecting
+//!   backend tests use to make that happen.
 
 mod error;
+pub mod faults;
 mod notify;
+mod store;
 mod verify;
 mod writer;
 
@@ -27,11 +33,13 @@ use redb::{
 
 pub use error::LogError;
 pub use notify::{Appended, NextRange, Subscription};
+pub use store::{BackendFactory, Backoff};
 pub use verify::{ChainBreak, Stats, VerifyReport};
 
 use crate::event::{Event, Hash32, RequestId};
 use crate::record::{self, RecordRef};
 use notify::{Shared, Slot};
+use store::{Current, Opener};
 use writer::{Msg, Pending, Writer};
 
 /// File name of the log inside a data dir.
@@ -62,8 +70,18 @@ pub struct LogOptions {
     /// How long the writer may wait for more events before committing a batch (0: commit what
     /// is there at once). A window trades a bounded loss on power failure (at most one window of
     /// events not yet awaited) for fewer fsyncs; a barrier (`sync`) always commits at once.
+    /// Someone waiting for a commit (`Appended::wait`, awaiting an `Appended`, `Log::sync`) cuts
+    /// the window short: only events nobody waits for pay it.
     pub batch_window: std::time::Duration,
+    /// Bytes of redb page cache. redb's own default (1 GiB) lets the process's memory follow the
+    /// file; the OS page cache holds the file anyway.
+    pub cache_size: usize,
+    /// Waits between attempts to reopen the database after a failed commit.
+    pub reopen_backoff: Backoff,
 }
+
+/// The default of [`LogOptions::cache_size`] (and of the config key `log.cache_size_mb`).
+pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
 
 impl Default for LogOptions {
     fn default() -> Self {
@@ -71,6 +89,8 @@ impl Default for LogOptions {
             queue_capacity: 64 * 1024,
             batch_limit: 8192,
             batch_window: std::time::Duration::ZERO,
+            cache_size: DEFAULT_CACHE_SIZE,
+            reopen_backoff: Backoff::default(),
         }
     }
 }
@@ -89,9 +109,25 @@ pub struct LogHealth {
     /// The last commit failed: the log is not being written right now.
     pub failing: bool,
     pub failed_batches: u64,
+    /// Events whose commit failed (their handles completed with an error).
     pub failed_events: u64,
+    /// Of `failed_events`, those found on disk after the database was reopened: a failed fsync
+    /// leaves a commit's outcome unknown, and it can turn out to have landed.
+    pub failed_events_found: u64,
+    /// Attempts to reopen the database after failed commits.
+    pub reopen_attempts: u64,
+    /// Times the writer got the log writable again after a failure.
+    pub recoveries: u64,
     pub last_error: Option<String>,
     pub closed: bool,
+}
+
+impl LogHealth {
+    /// Events that were handed to the log and are not in it: failed commits, less those found
+    /// on disk after all.
+    pub fn lost_events(&self) -> u64 {
+        self.failed_events.saturating_sub(self.failed_events_found)
+    }
 }
 
 /// A handle on an open log. Cheap to clone; the writer stops when the last clone is dropped.
@@ -103,7 +139,8 @@ pub struct Log {
 struct Inner {
     dir: PathBuf,
     path: Arc<PathBuf>,
-    db: Arc<Database>,
+    /// Swapped by the writer when it reopens the database after a failed commit.
+    db: Arc<Current>,
     tx: Sender<Msg>,
     shared: Arc<Shared>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -112,6 +149,8 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.tx.send(Msg::Shutdown);
+        // Do not let the writer sleep out a batch window first.
+        self.shared.hurry();
         let handle = self.writer.get_mut().ok().and_then(Option::take);
         if let Some(h) = handle {
             let _ = h.join();
@@ -138,8 +177,12 @@ fn owner_line() -> String {
     )
 }
 
-fn open_db(dir: &Path, path: &Path) -> Result<Database, LogError> {
-    Database::builder().create(path).map_err(|e| match e {
+fn open_db(
+    dir: &Path,
+    path: &Path,
+    create: impl FnOnce() -> Result<Database, DatabaseError>,
+) -> Result<Database, LogError> {
+    create().map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen => {
             let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
                 .ok()
@@ -241,23 +284,51 @@ impl Log {
     }
 
     pub fn open_with(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log, LogError> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::start(dir.as_ref(), opts, None)
+    }
+
+    /// Like [`Log::open_with`], but the file is reached through storage backends made by
+    /// `factory` (called again each time the writer reopens the database). For tests: see
+    /// [`faults`].
+    pub fn open_with_backend(
+        dir: impl AsRef<Path>,
+        opts: LogOptions,
+        factory: Arc<BackendFactory>,
+    ) -> Result<Log, LogError> {
+        Self::start(dir.as_ref(), opts, Some(factory))
+    }
+
+    fn start(
+        dir: &Path,
+        opts: LogOptions,
+        factory: Option<Arc<BackendFactory>>,
+    ) -> Result<Log, LogError> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|source| LogError::DataDir {
             dir: dir.clone(),
             source,
         })?;
         let path = dir.join(LOG_FILE);
-        let db = open_db(&dir, &path)?;
+        let opener = Opener {
+            dir: dir.clone(),
+            path: path.clone(),
+            factory,
+            cache_size: opts.cache_size,
+        };
+        let (db, head) = opener.open()?;
         // Best effort: the owner record only improves the message another process gets.
         let _ = std::fs::write(dir.join(OWNER_FILE), owner_line());
-        let head = init(&db, &path)?;
 
         let db = Arc::new(db);
-        let shared = Arc::new(Shared::default());
+        let current = Arc::new(Current::new(Arc::clone(&db)));
+        let shared = Arc::new(Shared::new(!opts.batch_window.is_zero()));
         shared.committed.store(head.seq, Ordering::Release);
         let (tx, rx) = crossbeam_channel::bounded(opts.queue_capacity.max(1));
         let writer = Writer {
-            db: Arc::clone(&db),
+            db: Some(db),
+            current: Arc::clone(&current),
+            opener,
+            backoff: opts.reopen_backoff,
             rx,
             shared: Arc::clone(&shared),
             batch_limit: opts.batch_limit.max(1),
@@ -277,7 +348,7 @@ impl Log {
             inner: Arc::new(Inner {
                 dir,
                 path: Arc::new(path),
-                db,
+                db: current,
                 tx,
                 shared,
                 writer: std::sync::Mutex::new(Some(handle)),
@@ -394,6 +465,15 @@ impl Log {
         self.inner.shared.failing.load(Ordering::Acquire)
     }
 
+    /// Blocks until the log is not failing (the writer reopened the database and a commit
+    /// succeeded) or `timeout` passes; whether it is writable. Returns at once when it is.
+    pub fn wait_writable(&self, timeout: std::time::Duration) -> bool {
+        let shared = &self.inner.shared;
+        shared.wait_until(Some(std::time::Instant::now() + timeout), || {
+            !shared.failing.load(Ordering::Acquire)
+        }) && !shared.closed.load(Ordering::Acquire)
+    }
+
     pub fn health(&self) -> LogHealth {
         let s = &self.inner.shared;
         LogHealth {
@@ -401,14 +481,28 @@ impl Log {
             failing: s.failing.load(Ordering::Acquire),
             failed_batches: s.failed_batches.load(Ordering::Relaxed),
             failed_events: s.failed_events.load(Ordering::Relaxed),
+            failed_events_found: s.failed_events_found.load(Ordering::Relaxed),
+            reopen_attempts: s.reopen_attempts.load(Ordering::Relaxed),
+            recoveries: s.recoveries.load(Ordering::Relaxed),
             last_error: s.last_error(),
             closed: s.closed.load(Ordering::Acquire),
         }
     }
 
-    /// A consistent read snapshot of everything committed so far.
+    /// A consistent read snapshot of everything committed so far. Fails (naming the file) while
+    /// the writer is reopening the database after a failed commit.
     pub fn reader(&self) -> Result<Reader, LogError> {
-        Reader::new(&*self.inner.db, Arc::clone(&self.inner.path))
+        let Some(db) = self.inner.db.get() else {
+            return Err(LogError::Unavailable {
+                path: self.inner.path.to_path_buf(),
+                reason: self
+                    .inner
+                    .shared
+                    .last_error()
+                    .unwrap_or_else(|| "the writer is reopening it".into()),
+            });
+        };
+        Reader::new(&*db, Arc::clone(&self.inner.path))
     }
 }
 

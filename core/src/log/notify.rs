@@ -1,13 +1,18 @@
 //! How the writer tells the rest of the process what became durable: per-append completion slots
 //! ([`Appended`]) and coalescing range subscriptions ([`Subscription`]). Both wait on one condvar
 //! (blocking callers) or one waker list (async callers), signalled once per committed batch.
+//!
+//! Waiting is also a signal the other way: a caller that waits for a commit marks the writer
+//! urgent and unparks it ([`Shared::hurry`]), so it does not sleep out its batch window while
+//! someone waits. Producers that do not wait never wake the writer (that cost was measured).
 
 use std::future::Future;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::LogError;
@@ -16,7 +21,6 @@ const PENDING: u64 = u64::MAX;
 const FAILED: u64 = u64::MAX - 1;
 
 /// State shared by the writer thread and every waiter.
-#[derive(Default)]
 pub(crate) struct Shared {
     /// Highest committed seq (0 before the first event).
     pub(crate) committed: AtomicU64,
@@ -28,7 +32,19 @@ pub(crate) struct Shared {
     pub(crate) failed_batches: AtomicU64,
     /// Events that could not be committed since the log was opened.
     pub(crate) failed_events: AtomicU64,
+    /// Failed events found on disk after a reopen (a failed fsync's batch can land after all).
+    pub(crate) failed_events_found: AtomicU64,
+    /// Attempts to reopen the database after failed commits.
+    pub(crate) reopen_attempts: AtomicU64,
+    /// Times the log became writable again after a failure.
+    pub(crate) recoveries: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Someone waits for a commit: the writer must not sleep out its batch window.
+    pub(crate) urgent: AtomicBool,
+    /// Whether the writer has a batch window at all (without one there is nothing to cut short).
+    windowed: bool,
+    /// The writer thread, registered by itself when it starts, to be unparked by [`Shared::hurry`].
+    writer: OnceLock<Thread>,
     wakers: Mutex<Vec<Waker>>,
     cond: Condvar,
 }
@@ -40,6 +56,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    pub(crate) fn new(windowed: bool) -> Self {
+        Self {
+            committed: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            failed_batches: AtomicU64::new(0),
+            failed_events: AtomicU64::new(0),
+            failed_events_found: AtomicU64::new(0),
+            reopen_attempts: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            urgent: AtomicBool::new(false),
+            windowed,
+            writer: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Called by the writer thread before it takes its first message.
+    pub(crate) fn register_writer(&self) {
+        let _ = self.writer.set(std::thread::current());
+    }
+
+    /// Someone waits for a commit: end the writer's batch window now. Only the first caller per
+    /// batch unparks the thread (the writer clears the flag when it starts a commit).
+    pub(crate) fn hurry(&self) {
+        if self.windowed
+            && !self.urgent.swap(true, Ordering::AcqRel)
+            && let Some(t) = self.writer.get()
+        {
+            t.unpark();
+        }
+    }
+
     /// Wakes every waiter; called after slots and `committed` were updated.
     pub(crate) fn notify(&self) {
         let wakers = std::mem::take(&mut *lock(&self.wakers));
@@ -65,7 +116,11 @@ impl Shared {
     }
 
     /// Blocks until `ready()` holds, the log closes, or the deadline passes.
-    fn wait_until(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
         let mut guard = lock(&self.wakers);
         loop {
             if ready() {
@@ -149,6 +204,9 @@ impl Appended {
 
     /// Blocks the calling thread until the event is durable; returns its seq.
     pub fn wait(&self) -> Result<u64, LogError> {
+        if self.slot.state() == PENDING {
+            self.shared.hurry();
+        }
         self.shared
             .wait_until(None, || self.slot.state() != PENDING);
         self.try_get().unwrap_or(Err(LogError::Closed))
@@ -156,6 +214,9 @@ impl Appended {
 
     /// Like [`Appended::wait`] with a limit; `None` if still pending after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<u64, LogError>> {
+        if self.slot.state() == PENDING {
+            self.shared.hurry();
+        }
         self.shared.wait_until(Some(Instant::now() + timeout), || {
             self.slot.state() != PENDING
         });
@@ -170,6 +231,8 @@ impl Future for Appended {
         if let Some(r) = self.try_get() {
             return Poll::Ready(r);
         }
+        // Awaiting is waiting: the writer must not sleep out its window for this event.
+        self.shared.hurry();
         if self.shared.register(cx, || self.slot.state() != PENDING) {
             return Poll::Ready(self.try_get().unwrap_or(Err(LogError::Closed)));
         }
