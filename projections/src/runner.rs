@@ -153,15 +153,35 @@ fn follow(s: &Shared, log: &Log, opts: &RunnerOptions) -> Result<(), Error> {
     let mut pending = sub.try_next();
     loop {
         if let Some(range) = pending.take() {
-            since_checkpoint += fold(s, log, *range.start(), *range.end())?;
+            match fold(s, log, *range.start(), *range.end()) {
+                Ok(n) => since_checkpoint += n,
+                // The log is failing or being reopened (a full disk): what is committed stays
+                // committed, so wait for the writer to recover and fold the range again (records
+                // already folded are skipped).
+                Err(e) if transient(log, &e) && !s.stop.load(Ordering::Acquire) => {
+                    log.wait_writable(Duration::from_millis(200));
+                    pending = Some(range);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let stopping = s.stop.load(Ordering::Acquire);
         let due = since_checkpoint >= opts.checkpoint_events
             || (since_checkpoint > 0 && last_checkpoint.elapsed() >= opts.checkpoint_interval);
         if due || (stopping && since_checkpoint > 0) {
             let bytes = s.state.read().unwrap_or_else(|e| e.into_inner()).encode();
-            log.put_checkpoint(CHECKPOINT, bytes)?.wait()?;
-            since_checkpoint = 0;
+            match log
+                .put_checkpoint(CHECKPOINT, bytes)
+                .and_then(|h| h.wait())
+                .map_err(Error::Log)
+            {
+                Ok(_) => since_checkpoint = 0,
+                // A checkpoint only shortens the next start-up: one that cannot be written while
+                // the log is failing is tried again later, never a reason to stop folding.
+                Err(e) if transient(log, &e) => {}
+                Err(e) => return Err(e),
+            }
             last_checkpoint = Instant::now();
         }
         if stopping {
@@ -173,6 +193,18 @@ fn follow(s: &Shared, log: &Log, opts: &RunnerOptions) -> Result<(), Error> {
             continue;
         }
         pending = sub.wait(Some(Duration::from_millis(50)));
+    }
+}
+
+/// Whether a log error is the log failing for now (disk full, reopening) rather than damage.
+fn transient(log: &Log, e: &Error) -> bool {
+    use omniroute_core::log::LogError;
+    match e {
+        Error::Log(LogError::Unavailable { .. } | LogError::WriteFailed(_) | LogError::Full) => {
+            true
+        }
+        Error::Log(_) => log.is_failing(),
+        Error::UnknownName(_) => false,
     }
 }
 
