@@ -82,19 +82,10 @@ pub(crate) async fn send(
 }
 
 pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
-    let streamed;
-    let body = if c.stream {
-        let mut b = c.body.clone();
-        b["stream"] = Value::Bool(true);
-        b["stream_options"]["include_usage"] = Value::Bool(true);
-        streamed = b;
-        &streamed
-    } else {
-        c.body
-    };
     let body = WithModel {
-        body,
+        body: c.body,
         model: &c.model.upstream,
+        stream: c.stream,
     };
     let mut headers = Vec::new();
     if let Some(key) = api_key(c)? {
@@ -128,11 +119,31 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
     Ok(Reply::Stream(frames(resp, c.client_wants_usage)))
 }
 
-/// The client's body with `model` set to the upstream's name, serialized straight from the
-/// parsed request: cloning the whole tree to change one field was a visible share of a request.
+/// The client's body with `model` set to the upstream's name (and, for a stream, `stream: true`
+/// and `stream_options.include_usage: true`, so usage is always captured), serialized straight
+/// from the parsed request: cloning the whole tree to change a field was a visible share of a
+/// request.
 struct WithModel<'a> {
     body: &'a Value,
     model: &'a str,
+    stream: bool,
+}
+
+/// The client's `stream_options` with `include_usage` forced on.
+struct WithUsage<'a>(Option<&'a serde_json::Map<String, Value>>);
+
+impl serde::Serialize for WithUsage<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0.iter().flat_map(|o| o.iter()) {
+            if k != "include_usage" {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry("include_usage", &true)?;
+        m.end()
+    }
 }
 
 impl serde::Serialize for WithModel<'_> {
@@ -141,11 +152,17 @@ impl serde::Serialize for WithModel<'_> {
         let Some(fields) = self.body.as_object() else {
             return self.body.serialize(s);
         };
-        let others = fields.keys().filter(|k| *k != "model").count();
-        let mut m = s.serialize_map(Some(others + 1))?;
+        let replaced =
+            |k: &str| k == "model" || (self.stream && matches!(k, "stream" | "stream_options"));
+        let mut m = s.serialize_map(None)?;
         m.serialize_entry("model", self.model)?;
-        for (k, v) in fields.iter().filter(|(k, _)| *k != "model") {
+        for (k, v) in fields.iter().filter(|(k, _)| !replaced(k)) {
             m.serialize_entry(k, v)?;
+        }
+        if self.stream {
+            m.serialize_entry("stream", &true)?;
+            let options = fields.get("stream_options").and_then(Value::as_object);
+            m.serialize_entry("stream_options", &WithUsage(options))?;
         }
         m.end()
     }
@@ -165,24 +182,109 @@ fn translate(data: &str, wants_usage: bool, out: &mut VecDeque<Result<Chunk, Fai
         out.push_back(Ok(Chunk::Done));
         return true;
     }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
+    /// What the gateway needs of a chunk. The choices (the bulk of it) are counted, never built:
+    /// every piece of every stream passes through here.
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        error: Option<Value>,
+        #[serde(default)]
+        usage: Option<Value>,
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    let Ok(v) = serde_json::from_str::<Peek>(data) else {
         out.push_back(Ok(Chunk::Frame(Bytes::from(format!("data: {data}\n\n")))));
         return false;
     };
-    if let Some(err) = v.get("error") {
+    if let Some(err) = v.error.filter(|e| !e.is_null()) {
         let msg = err["message"]
             .as_str()
             .unwrap_or("upstream error in stream");
         out.push_back(Err(Failure::new(ErrorClass::StreamCut, None, msg)));
         return true;
     }
-    let has_usage = v["usage"].is_object();
-    if has_usage {
-        out.push_back(Ok(Chunk::Usage(openai_usage(&v["usage"]))));
+    let usage = v.usage.filter(Value::is_object);
+    if let Some(u) = &usage {
+        out.push_back(Ok(Chunk::Usage(openai_usage(u))));
     }
-    let usage_only = v["choices"].as_array().is_some_and(|c| c.is_empty()) && has_usage;
+    let usage_only = v.choices.is_some_and(|c| c.is_empty()) && usage.is_some();
     if !usage_only || wants_usage {
         out.push_back(Ok(Chunk::Frame(Bytes::from(format!("data: {data}\n\n")))));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_streamed_body_asks_for_usage_and_keeps_the_clients_options() {
+        let body = json!({ "model": "combo", "stream": true, "messages": [{ "role": "user", "content": "hi" }],
+            "stream_options": { "include_usage": false, "include_obfuscation": true }, "temperature": 0.5 });
+        let sent = serde_json::to_value(WithModel {
+            body: &body,
+            model: "up-model",
+            stream: true,
+        })
+        .unwrap();
+        assert_eq!(
+            sent,
+            json!({ "model": "up-model", "stream": true, "messages": body["messages"], "temperature": 0.5,
+                "stream_options": { "include_usage": true, "include_obfuscation": true } })
+        );
+        let plain = json!({ "model": "combo", "messages": [] });
+        let sent = serde_json::to_value(WithModel {
+            body: &plain,
+            model: "up-model",
+            stream: false,
+        })
+        .unwrap();
+        assert_eq!(sent, json!({ "model": "up-model", "messages": [] }));
+    }
+
+    fn run(data: &str, wants_usage: bool) -> (bool, Vec<Result<Chunk, Failure>>) {
+        let mut out = VecDeque::new();
+        let end = translate(data, wants_usage, &mut out);
+        (end, out.into_iter().collect())
+    }
+
+    #[test]
+    fn chunks_pass_through_and_usage_is_captured() {
+        let piece = r#"{"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#;
+        let (end, out) = run(piece, false);
+        assert!(!end);
+        assert_eq!(
+            out,
+            vec![Ok(Chunk::Frame(Bytes::from(format!("data: {piece}\n\n"))))]
+        );
+
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let (_, out) = run(usage, false);
+        let tokens = openai_usage(&json!({ "prompt_tokens": 3, "completion_tokens": 2 }));
+        assert_eq!(
+            out,
+            vec![Ok(Chunk::Usage(tokens))],
+            "usage-only chunk not passed on"
+        );
+        let (_, out) = run(usage, true);
+        assert_eq!(out.len(), 2, "passed on when the client asked for usage");
+
+        let (end, out) = run(r#"{"error":{"message":"overloaded"}}"#, false);
+        assert!(end);
+        assert!(
+            matches!(&out[..], [Err(f)] if f.class == ErrorClass::StreamCut && f.message == "overloaded")
+        );
+        let (end, _) = run(" [DONE] ", false);
+        assert!(end);
+        let (_, out) = run("not json", false);
+        assert_eq!(
+            out,
+            vec![Ok(Chunk::Frame(Bytes::from("data: not json\n\n")))]
+        );
+    }
 }
