@@ -35,7 +35,6 @@ use omniroute_core::router::{AttemptOutcome, RouteError, RouteInput, decide_seed
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::budget::Verdict;
 use super::{Engine, lock};
@@ -63,7 +62,7 @@ pub enum ChatReply {
     /// A JSON body, passed through as the upstream (or the translation) produced it.
     Json(Bytes),
     /// SSE frames, sent as they arrive.
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(FrameStream),
 }
 
 pub struct ChatOutput {
@@ -714,15 +713,15 @@ impl Ctx {
             Reply::Stream(s) => {
                 self.ttft_us = Some(t0.elapsed().as_micros() as u64);
                 let first = first.unwrap_or_default();
-                Ok(ChatReply::Stream(spawn_pump(
-                    self.take(),
+                Ok(ChatReply::Stream(relay(Relay {
+                    ctx: Some(self.take()),
                     s,
-                    first,
+                    first: Some(first),
                     attempt,
                     m,
                     t0,
                     usage,
-                )))
+                })))
             }
         }
     }
@@ -780,96 +779,108 @@ impl Ctx {
     }
 }
 
-/// Forwards a stream to the client as it arrives and records its end. A client that goes away
-/// is noticed at once (not at the next piece), the upstream stream is dropped, and the request
-/// completes as `client_closed` with the usage known so far.
-fn spawn_pump(
-    mut ctx: Ctx,
-    mut s: ChunkStream,
-    first: Bytes,
+/// The body of a streamed answer: SSE frames as they arrive from the upstream.
+pub type FrameStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>>;
+
+/// A stream being relayed to the client, and the request it ends.
+struct Relay {
+    /// `None` once the request's end is recorded.
+    ctx: Option<Ctx>,
+    s: ChunkStream,
+    first: Option<Bytes>,
     attempt: u16,
     m: usize,
     t0: Instant,
-    mut usage: Tokens,
-) -> mpsc::Receiver<Bytes> {
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let idle = ctx
-        .cfg
-        .model(m)
-        .and_then(|model| ctx.cfg.provider_of(model))
+    usage: Tokens,
+}
+
+impl Relay {
+    /// Records the attempt's and the request's end in a task of its own (so the record is made
+    /// even if the client leaves meanwhile); resolves to whether the answer may be acknowledged.
+    fn end(
+        &mut self,
+        status: u16,
+        failure: Option<Failure>,
+        error: Option<FinalError>,
+    ) -> tokio::task::JoinHandle<bool> {
+        let (attempt, m, usage) = (self.attempt, self.m, self.usage);
+        let latency = self.t0.elapsed().as_micros() as u64;
+        let ctx = self.ctx.take();
+        tokio::spawn(async move {
+            let Some(mut ctx) = ctx else { return false };
+            ctx.attempt_finished(attempt, m, latency, usage, failure.as_ref(), Some(200))
+                .await;
+            ctx.finish(status, Some(m), error).await
+        })
+    }
+}
+
+/// A client that goes away drops the body, and with it this relay: the upstream stream is
+/// dropped (no more tokens paid for) and the request completes as `client_closed` with the usage
+/// known so far.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.ctx.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            drop(self.end(499, None, Some(client_closed())));
+        }
+    }
+}
+
+/// Relays a stream to the client as it arrives, polled by the client's connection itself (no
+/// task or channel in between, so a piece costs no extra wake-up), and records its end. A broken
+/// stream ends with an in-band error frame (no `[DONE]`); `[DONE]` is sent once the request is
+/// recorded, or an in-band `event_log_unavailable` error if it had to be and was not.
+fn relay(r: Relay) -> FrameStream {
+    let idle = r
+        .ctx
+        .as_ref()
+        .and_then(|ctx| {
+            ctx.cfg
+                .model(r.m)
+                .and_then(|model| ctx.cfg.provider_of(model))
+        })
         .map(|p| Duration::from_millis(p.timeout_ms))
         .unwrap_or(Duration::from_secs(60));
-    tokio::spawn(async move {
-        let mut client_gone = tx.send(first).await.is_err();
-        let end: Result<(), Failure> = loop {
-            if client_gone {
-                break Ok(());
-            }
-            let next = tokio::select! {
-                _ = tx.closed() => {
-                    client_gone = true;
-                    continue;
+    Box::pin(futures_util::stream::unfold(r, move |mut r| async move {
+        if let Some(b) = r.first.take() {
+            return Some((b, r));
+        }
+        r.ctx.as_ref()?;
+        let cut = |m: &str| Failure::new(ErrorClass::StreamCut, None, m);
+        let failure = loop {
+            match tokio::time::timeout(idle, r.s.next()).await {
+                Err(_) => break cut("upstream stream stalled"),
+                Ok(None) => break cut("upstream stream ended early"),
+                Ok(Some(Ok(Chunk::Frame(b)))) => return Some((b, r)),
+                Ok(Some(Ok(Chunk::Usage(u)))) => r.usage = u,
+                Ok(Some(Ok(Chunk::Done))) => {
+                    let committed = r.end(200, None, None).await.unwrap_or(false);
+                    let last = if committed {
+                        Bytes::from_static(b"data: [DONE]\n\n")
+                    } else {
+                        let e = ApiError::NotRecorded;
+                        in_band_error(&e.message(), e.parts().2)
+                    };
+                    return Some((last, r));
                 }
-                next = tokio::time::timeout(idle, s.next()) => next,
-            };
-            match next {
-                Err(_) => {
-                    break Err(Failure::new(
-                        ErrorClass::StreamCut,
-                        None,
-                        "upstream stream stalled",
-                    ));
-                }
-                Ok(None) => {
-                    break Err(Failure::new(
-                        ErrorClass::StreamCut,
-                        None,
-                        "upstream stream ended early",
-                    ));
-                }
-                Ok(Some(Ok(Chunk::Frame(b)))) => client_gone = tx.send(b).await.is_err(),
-                Ok(Some(Ok(Chunk::Usage(u)))) => usage = u,
-                Ok(Some(Ok(Chunk::Done))) => break Ok(()),
                 Ok(Some(Err(f))) => {
-                    break Err(Failure {
+                    break Failure {
                         class: ErrorClass::StreamCut,
                         ..f
-                    });
+                    };
                 }
             }
         };
-        drop(s);
-        let latency = t0.elapsed().as_micros() as u64;
-        match end {
-            Ok(()) if client_gone => {
-                ctx.attempt_finished(attempt, m, latency, usage, None, Some(200))
-                    .await;
-                let _ = ctx.finish(499, Some(m), Some(client_closed())).await;
-            }
-            Ok(()) => {
-                ctx.attempt_finished(attempt, m, latency, usage, None, Some(200))
-                    .await;
-                let end = if ctx.finish(200, Some(m), None).await {
-                    Bytes::from_static(b"data: [DONE]\n\n")
-                } else {
-                    let e = ApiError::NotRecorded;
-                    in_band_error(&e.message(), e.parts().2)
-                };
-                let _ = tx.send(end).await;
-            }
-            Err(f) => {
-                let message = format!("the upstream stream broke after it started: {}", f.message);
-                let _ = tx.send(in_band_error(&message, "stream_cut")).await;
-                ctx.attempt_finished(attempt, m, latency, usage, Some(&f), Some(200))
-                    .await;
-                let error = FinalError {
-                    code: "stream_cut".into(),
-                    class: Some(ErrorClass::StreamCut),
-                    message: message.clone(),
-                };
-                let _ = ctx.finish(200, Some(m), Some(error)).await;
-            }
-        }
-    });
-    rx
+        let message = format!(
+            "the upstream stream broke after it started: {}",
+            failure.message
+        );
+        let error = FinalError {
+            code: "stream_cut".into(),
+            class: Some(ErrorClass::StreamCut),
+            message: message.clone(),
+        };
+        drop(r.end(200, Some(failure), Some(error)));
+        Some((in_band_error(&message, "stream_cut"), r))
+    }))
 }

@@ -191,11 +191,9 @@ async fn chat(
             bytes,
         )
             .into_response(),
-        Ok(ChatReply::Stream(rx)) => {
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-            });
-            let mut r = Body::from_stream(stream).into_response();
+        Ok(ChatReply::Stream(frames)) => {
+            use futures_util::StreamExt;
+            let mut r = Body::from_stream(frames.map(Ok::<_, Infallible>)).into_response();
             let h = r.headers_mut();
             h.insert(
                 "content-type",
