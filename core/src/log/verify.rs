@@ -1,8 +1,6 @@
 //! Whole-log checks: `verify` recomputes the hash chain over the exact stored bytes and reports the
 //! first break; `stats` summarises size and contents.
 
-use redb::ReadableTable;
-
 use super::{LogError, Reader};
 use crate::event::{EVENT_KINDS, Hash32};
 use crate::record;
@@ -49,7 +47,7 @@ fn check_record(seq: u64, expected: u64, bytes: &[u8], prev: Option<&[u8; 32]>) 
         return Some(PREV_MISMATCH.into());
     }
     if &record::recompute(seq, &env) != env.hash {
-        return Some("hash mismatch: the record's bytes were altered".into());
+        return Some(record::RecordError::HashMismatch.to_string());
     }
     record::decode(seq, bytes).err().map(|e| e.to_string())
 }
@@ -83,10 +81,7 @@ impl Reader {
     /// independently: the range is split across the available cores, each segment checks its own
     /// links, and the links between segments are checked after.
     pub fn verify(&self) -> Result<Result<VerifyReport, ChainBreak>, LogError> {
-        let last = match self.events.last().map_err(|e| self.err(e))? {
-            Some((k, _)) => k.value(),
-            None => 0,
-        };
+        let last = self.last_seq()?;
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -162,9 +157,9 @@ impl Reader {
             brk: None,
         };
         let mut expected = start;
-        for item in self.events.range(start..end).map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let (seq, bytes) = (k.value(), v.value());
+        for item in self.range_with_gaps(start..end)? {
+            let stored = item?;
+            let (seq, bytes) = (stored.seq, stored.bytes());
             if let Some(reason) = check_record(seq, expected, bytes, seg.last_hash.as_ref()) {
                 seg.brk = Some(ChainBreak {
                     seq: expected.min(seq),

@@ -1,0 +1,156 @@
+//! The reader side of the log's API: `open_read_only` (never creates, never writes, names what is
+//! missing, reads a log its writer never closed), per-record hash checks, gaps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use omniroute_core::log::{LOG_FILE, Log, LogError, open_read_only};
+use omniroute_core::record::RecordError;
+use omniroute_core::sample;
+use redb::ReadableTable;
+
+const EVENTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+
+/// A closed log of `requests` sample stories (5 events each).
+fn log_of(dir: &Path, requests: u64) {
+    let log = Log::open(dir).unwrap();
+    for n in 0..requests {
+        for e in sample::request_story(n) {
+            drop(log.append(&e).unwrap());
+        }
+    }
+    log.sync().unwrap();
+}
+
+/// Rewrites (or with `None`, removes) record `seq` through redb, keeping the file readable.
+fn rewrite(dir: &Path, seq: u64, edit: Option<fn(&mut [u8])>) {
+    let db = redb::Database::open(dir.join(LOG_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(EVENTS).unwrap();
+        let mut bytes = t.get(seq).unwrap().unwrap().value().to_vec();
+        match edit {
+            Some(f) => {
+                f(&mut bytes);
+                t.insert(seq, bytes.as_slice()).unwrap();
+            }
+            None => {
+                t.remove(seq).unwrap();
+            }
+        }
+    }
+    txn.commit().unwrap();
+}
+
+fn flip_last_byte(b: &mut [u8]) {
+    let i = b.len() - 1;
+    b[i] ^= 0x40;
+}
+
+#[test]
+fn nothing_is_created_where_there_is_no_log() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("missing");
+    match open_read_only(&missing) {
+        Err(e @ LogError::NoLog { .. }) => {
+            assert!(
+                e.to_string().contains(&missing.display().to_string()),
+                "{e}"
+            )
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    assert!(!missing.exists());
+    assert!(matches!(
+        open_read_only(root.path()),
+        Err(LogError::NoLog { .. })
+    ));
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    std::fs::write(root.path().join(LOG_FILE), b"").unwrap();
+    let e = open_read_only(root.path()).err().unwrap();
+    assert!(e.to_string().contains("empty (0 bytes)"), "{e}");
+    std::fs::write(root.path().join(LOG_FILE), b"not a redb file at all").unwrap();
+    assert!(matches!(
+        open_read_only(root.path()),
+        Err(LogError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn a_writer_keeps_readers_out_and_a_reader_keeps_writers_out() {
+    let dir = tempfile::tempdir().unwrap();
+    log_of(dir.path(), 2);
+    let log = Log::open(dir.path()).unwrap();
+    match open_read_only(dir.path()) {
+        Err(LogError::InUse { owner, .. }) => {
+            assert!(owner.contains(&std::process::id().to_string()), "{owner}")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    drop(log);
+    let a = open_read_only(dir.path()).unwrap();
+    let b = open_read_only(dir.path()).unwrap();
+    assert!(matches!(Log::open(dir.path()), Err(LogError::InUse { .. })));
+    assert_eq!(a.reader().unwrap().len().unwrap(), 10);
+    assert_eq!(b.reader().unwrap().len().unwrap(), 10);
+}
+
+#[test]
+fn a_log_its_writer_never_closed_is_repaired_in_memory_only() {
+    let live = tempfile::tempdir().unwrap();
+    let log = Log::open(live.path()).unwrap();
+    for e in sample::request_story(1) {
+        log.append(&e).unwrap().wait().unwrap();
+    }
+    // What a kill -9 leaves: committed, never closed.
+    let crashed = tempfile::tempdir().unwrap();
+    std::fs::copy(live.path().join(LOG_FILE), crashed.path().join(LOG_FILE)).unwrap();
+    drop(log);
+    let before = std::fs::read(crashed.path().join(LOG_FILE)).unwrap();
+    {
+        let ro = open_read_only(crashed.path()).unwrap();
+        assert!(ro.was_repaired());
+        let r = ro.reader().unwrap();
+        assert_eq!(r.verify().unwrap().unwrap().events, 5);
+    }
+    assert_eq!(
+        std::fs::read(crashed.path().join(LOG_FILE)).unwrap(),
+        before
+    );
+    // A writer still opens it (and repairs it on disk).
+    let log = Log::open(crashed.path()).unwrap();
+    assert_eq!(log.committed_seq(), 5);
+}
+
+#[test]
+fn read_only_readers_check_each_records_own_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    log_of(dir.path(), 4);
+    rewrite(dir.path(), 7, Some(flip_last_byte));
+    let ro = open_read_only(dir.path()).unwrap();
+    let r = ro.reader().unwrap();
+    match r.get(7).unwrap().unwrap().record() {
+        Err(LogError::BadRecord { seq: 7, reason, .. }) => {
+            assert_eq!(reason, RecordError::HashMismatch)
+        }
+        other => panic!("{:?}", other.map(|r| r.seq)),
+    }
+    assert!(r.get(6).unwrap().unwrap().record().is_ok());
+    assert_eq!(r.stats().unwrap().invalid, 1);
+}
+
+#[test]
+fn a_missing_record_ends_a_range_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    log_of(dir.path(), 4);
+    rewrite(dir.path(), 10, None);
+    let ro = open_read_only(dir.path()).unwrap();
+    let r = ro.reader().unwrap();
+    let items: Vec<_> = r.range(..).unwrap().collect();
+    assert_eq!(items.len(), 10, "9 records, then the error, then nothing");
+    let e = items.last().unwrap().as_ref().err().unwrap().to_string();
+    assert!(e.contains("record 10 is missing"), "{e}");
+    let brk = r.verify().unwrap().unwrap_err();
+    assert_eq!(brk.seq, 10, "{brk}");
+}
