@@ -35,6 +35,9 @@ pub enum ApiError {
         message: String,
     },
     LogUnavailable,
+    /// The event log could not be read (a damaged file): the message names the file and seq. Only
+    /// admin endpoints read the log this way, so their callers (loopback or `manage`) see it.
+    LogUnreadable(String),
     Internal(String),
 }
 
@@ -63,6 +66,7 @@ impl ApiError {
                 (*status, "invalid_request_error", "upstream_rejected")
             }
             Self::LogUnavailable => (503, "api_error", "event_log_unavailable"),
+            Self::LogUnreadable(_) => (500, "api_error", "event_log_unreadable"),
             Self::Internal(_) => (500, "api_error", "internal_error"),
         }
     }
@@ -88,6 +92,7 @@ impl ApiError {
                 "the event log cannot be written, so requests are refused (log.on_failure = \"refuse\")"
                     .into()
             }
+            Self::LogUnreadable(m) => m.clone(),
             Self::Internal(_) => "internal error".into(),
         }
     }

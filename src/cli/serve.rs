@@ -25,24 +25,34 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
 }
 
-async fn signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves at the first SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: `serve` calls it before it says it is listening, so a signal
+/// sent right after that line is handled (not the default action, which kills the process
+/// without committing the log).
+fn signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {}
+                _ = wait(term) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -68,6 +78,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let stop_signal = signal();
         // Other commands find this server's admin API through this file (DESIGN.md, process model).
         let addr_file = data_dir.join(super::ADMIN_ADDR_FILE);
         std::fs::write(&addr_file, addr.to_string())
@@ -86,7 +97,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         tokio::pin!(server);
         tokio::select! {
             r = &mut server => r.map_err(|e| e.to_string())?,
-            _ = signal() => {
+            _ = stop_signal => {
                 eprintln!("omniroute: shutting down, finishing in-flight requests");
                 let _ = stop_tx.send(true);
                 if tokio::time::timeout(GRACE, &mut server).await.is_err() {
