@@ -1,11 +1,13 @@
 //! The reader side of the log's API: `open_read_only` (never creates, never writes, names what is
-//! missing, reads a log its writer never closed), per-record hash checks, gaps.
+//! missing, reads a log its writer never closed), per-record hash checks, gaps, and the verified
+//! point `serve` starts from.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 
-use omniroute_core::log::{LOG_FILE, Log, LogError, open_read_only};
+use omniroute_core::event::Hash32;
+use omniroute_core::log::{Head, LOG_FILE, Log, LogError, VERIFIED_CHECKPOINT, open_read_only};
 use omniroute_core::record::RecordError;
 use omniroute_core::sample;
 use redb::ReadableTable;
@@ -153,4 +155,38 @@ fn a_missing_record_ends_a_range_with_an_error_naming_it() {
     assert!(e.contains("record 10 is missing"), "{e}");
     let brk = r.verify().unwrap().unwrap_err();
     assert_eq!(brk.seq, 10, "{brk}");
+}
+
+#[test]
+fn the_verified_point_lets_verification_start_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    log_of(dir.path(), 4);
+    let log = Log::open(dir.path()).unwrap();
+    let head = log.reader().unwrap().head().unwrap();
+    assert_eq!(Head::decode(&head.encode()), Some(head));
+    log.put_checkpoint(VERIFIED_CHECKPOINT, head.encode())
+        .unwrap()
+        .wait()
+        .unwrap();
+    for e in sample::request_story(9) {
+        drop(log.append(&e).unwrap());
+    }
+    log.sync().unwrap();
+    let r = log.reader().unwrap();
+    assert_eq!(r.verified_point().unwrap(), Some(head));
+    let report = r.verify_from(head).unwrap().unwrap();
+    assert_eq!((report.events, report.head_seq), (25, 25));
+    // A point that does not describe this log is ignored (verify from seq 1 then).
+    let stale = Head {
+        seq: 20,
+        hash: Hash32([1; 32]),
+    };
+    log.put_checkpoint(VERIFIED_CHECKPOINT, stale.encode())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(log.reader().unwrap().verified_point().unwrap(), None);
+    // And verifying from a point whose link the next record does not match is a break.
+    let brk = r.verify_from(stale).unwrap().unwrap_err();
+    assert_eq!(brk.seq, 21, "{brk}");
 }

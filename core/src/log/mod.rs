@@ -31,7 +31,7 @@ pub use error::LogError;
 pub use guard::{in_storage_boundary, install_panic_hook};
 pub use notify::{Appended, NextRange, Subscription};
 pub use readonly::{READ_CACHE_BYTES, ReadOnlyLog, open_read_only};
-pub use verify::{ChainBreak, Stats, VerifyReport};
+pub use verify::{ChainBreak, Stats, VERIFIED_CHECKPOINT, VerifyReport};
 
 use crate::event::{Event, Hash32, RequestId};
 use crate::record::{self, RecordRef};
