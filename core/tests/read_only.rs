@@ -1,13 +1,15 @@
 //! The reader side of the log's API: `open_read_only` (never creates, never writes, names what is
-//! missing, reads a log its writer never closed), per-record hash checks, gaps, and the verified
-//! point `serve` starts from.
+//! missing, reads a log its writer never closed), per-record hash checks, gaps, the verified point
+//! `serve` starts from, and `salvage`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 
 use omniroute_core::event::Hash32;
-use omniroute_core::log::{Head, LOG_FILE, Log, LogError, VERIFIED_CHECKPOINT, open_read_only};
+use omniroute_core::log::{
+    Head, LOG_FILE, Log, LogError, VERIFIED_CHECKPOINT, open_read_only, salvage,
+};
 use omniroute_core::record::RecordError;
 use omniroute_core::sample;
 use redb::ReadableTable;
@@ -189,4 +191,51 @@ fn the_verified_point_lets_verification_start_where_it_stopped() {
     // And verifying from a point whose link the next record does not match is a break.
     let brk = r.verify_from(stale).unwrap().unwrap_err();
     assert_eq!(brk.seq, 21, "{brk}");
+}
+
+#[test]
+fn salvage_keeps_the_valid_prefix_with_its_bytes_and_counts_what_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        for n in 0..10 {
+            for e in sample::request_story(n) {
+                drop(log.append(&e).unwrap());
+            }
+        }
+        log.put_blob(b"a body".to_vec()).unwrap().1.wait().unwrap();
+        log.put_checkpoint("projections", vec![1])
+            .unwrap()
+            .wait()
+            .unwrap();
+        log.sync().unwrap();
+    }
+    rewrite(dir.path(), 23, Some(flip_last_byte));
+    let ro = open_read_only(dir.path()).unwrap();
+    let src = ro.reader().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("new");
+    let report = salvage(&src, &to).unwrap();
+    assert_eq!(report.head.seq, 22);
+    let left = report.left_behind.clone().unwrap();
+    assert_eq!((left.from_seq, left.readable_after), (23, 27));
+    assert_eq!((report.blobs_copied, report.blobs_lost), (1, 0));
+
+    let new = open_read_only(&to).unwrap();
+    let r = new.reader().unwrap();
+    let v = r.verify().unwrap().unwrap();
+    assert_eq!((v.events, v.head_hash), (22, report.head.hash));
+    for seq in 1..=22 {
+        assert_eq!(
+            r.get(seq).unwrap().unwrap().bytes(),
+            src.get(seq).unwrap().unwrap().bytes()
+        );
+    }
+    assert_eq!(r.request(sample::request_id(2)).unwrap().len(), 5);
+    assert_eq!(r.blob(&Hash32::of(b"a body")).unwrap().unwrap(), b"a body");
+    assert_eq!(r.checkpoint("projections").unwrap(), None);
+    assert!(matches!(
+        salvage(&src, &to),
+        Err(LogError::SalvageTarget { .. })
+    ));
 }

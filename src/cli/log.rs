@@ -1,9 +1,9 @@
-//! `omniroute log verify | tail | stats | generate`. The first three only read: they ask
+//! `omniroute log verify | tail | stats | salvage | generate`. The first three only read: they ask
 //! the server that owns the data dir, or open it read-only (see [`super::source`]); both paths
 //! compute their answer with the same functions of [`crate::admin`].
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -53,6 +53,15 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the longest valid prefix of a damaged log's chain into a new data dir, and report what
+    /// was left behind. The damaged log is only read.
+    Salvage {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The new data dir (created; it must not hold a log yet).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
 }
 
 pub fn run(cmd: LogCommand) -> CliResult {
@@ -66,6 +75,7 @@ pub fn run(cmd: LogCommand) -> CliResult {
         } => tail(&data, n, follow, json),
         LogCommand::Stats { data, json } => stats(&data, json),
         LogCommand::Generate { data, requests } => generate(&data, requests),
+        LogCommand::Salvage { data, to } => salvage(&data, &to),
     }
 }
 
@@ -409,6 +419,62 @@ fn generate(data: &DataArgs, requests: u64) -> CliResult {
     println!(
         "appended {} events ({requests} requests); head seq {head}",
         head - first
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn salvage(data: &DataArgs, to: &Path) -> CliResult {
+    let dir = data.data_dir()?;
+    let log = omniroute_core::log::open_read_only(&dir).map_err(|e| match e {
+        omniroute_core::log::LogError::InUse { .. } => {
+            format!("{e} (salvage reads the file itself: stop the server first)")
+        }
+        e => e.to_string(),
+    })?;
+    let reader = log.reader().map_err(|e| e.to_string())?;
+    let r = omniroute_core::log::salvage(&reader, to).map_err(|e| e.to_string())?;
+    println!(
+        "salvaged {} into {}",
+        log.path().display(),
+        r.path.display()
+    );
+    if r.head.seq == 0 {
+        println!("kept       nothing: not even seq 1 could be copied");
+    } else {
+        println!(
+            "kept       seq 1..={} (head seq {} hash {})",
+            r.head.seq, r.head.seq, r.head.hash
+        );
+    }
+    match &r.left_behind {
+        None if r.source_head.seq > r.head.seq => println!(
+            "left       the old log's head record said seq {}, but its records end at seq {}",
+            r.source_head.seq, r.head.seq
+        ),
+        None => println!("left       nothing: the chain holds to its last record"),
+        Some(l) => {
+            println!(
+                "left       everything from seq {}: {}",
+                l.from_seq, l.reason
+            );
+            println!(
+                "           after it: {} readable record(s), {} damaged{}",
+                l.readable_after,
+                l.damaged_after,
+                l.scan_error
+                    .as_ref()
+                    .map(|e| format!("; the scan stopped early: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!(
+        "blobs      {} copied, {} unreadable or damaged; checkpoints not copied (read models rebuild)",
+        r.blobs_copied, r.blobs_lost
+    );
+    println!(
+        "next       omniroute log verify --data-dir {}; then serve from that data dir",
+        to.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,8 @@ pub enum LogError {
          given with --config (without either, the data dir is .omniroute in the current directory)"
     )]
     NoLog { path: PathBuf, what: &'static str },
+    #[error("cannot salvage into {path}: {reason}")]
+    SalvageTarget { path: PathBuf, reason: String },
     #[error("{path} is not a readable omniroute log: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path} was written with log format {found:?}, this build reads {expected:?}")]

@@ -12,6 +12,7 @@ mod error;
 mod guard;
 mod notify;
 mod readonly;
+mod salvage;
 mod verify;
 mod writer;
 
@@ -31,6 +32,7 @@ pub use error::LogError;
 pub use guard::{in_storage_boundary, install_panic_hook};
 pub use notify::{Appended, NextRange, Subscription};
 pub use readonly::{READ_CACHE_BYTES, ReadOnlyLog, open_read_only};
+pub use salvage::{LeftBehind, SalvageReport, salvage};
 pub use verify::{ChainBreak, Stats, VERIFIED_CHECKPOINT, VerifyReport};
 
 use crate::event::{Event, Hash32, RequestId};
@@ -683,6 +685,14 @@ impl Reader {
         Ok(Head { seq, hash })
     }
 
+    /// The on-disk format recorded when the log was created (`None` for a log with no tables
+    /// written yet).
+    pub fn format(&self) -> Result<Option<String>, LogError> {
+        Ok(self
+            .meta(META_FORMAT)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// Number of stored events.
     pub fn len(&self) -> Result<u64, LogError> {
         self.read(None, |t| t.events.len().map_err(|e| self.err(e)))
@@ -699,6 +709,18 @@ impl Reader {
                 .get(&hash.0)
                 .map_err(|e| self.err(e))?
                 .map(|g| g.value().to_vec()))
+        })
+    }
+
+    /// Every blob hash, in order (for salvage). Stops at the first unreadable entry.
+    pub(crate) fn blob_hashes(&self) -> Result<Vec<[u8; 32]>, LogError> {
+        self.read(None, |t| {
+            let mut out = Vec::new();
+            for item in t.blobs.range::<&[u8; 32]>(..).map_err(|e| self.err(e))? {
+                let (k, _) = item.map_err(|e| self.err(e))?;
+                out.push(*k.value());
+            }
+            Ok(out)
         })
     }
 
