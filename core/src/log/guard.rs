@@ -37,9 +37,12 @@ pub fn install_panic_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if in_storage_boundary() {
-                let at = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                // The last components of the path are enough to find it (`redb-4.4.0/src/...`).
+                let at = info.location().map(|l| {
+                    let parts: Vec<&str> = l.file().rsplit('/').take(4).collect();
+                    let short: Vec<&str> = parts.into_iter().rev().collect();
+                    format!("{}:{}", short.join("/"), l.line())
+                });
                 let _ = LOCATION.try_with(|slot| *slot.borrow_mut() = at);
             } else {
                 previous(info);
