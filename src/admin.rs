@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use omniroute_core::config::Config;
-use omniroute_core::event::{RequestId, Strategy};
+use omniroute_core::event::{Event, Hash32, RequestId, Strategy};
 use omniroute_core::log::Reader;
 use omniroute_projections::audit::AuditView;
 use omniroute_projections::combos::ComboMetrics;
@@ -20,6 +20,11 @@ use crate::error::ApiError;
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
+}
+
+/// A failed read of the log: its message names the file and seq, and is shown to the caller.
+fn unreadable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::LogUnreadable(e.to_string())
 }
 
 /// Parses a request id, with an error that says what one looks like.
@@ -38,7 +43,7 @@ pub fn parse_request_id(s: &str) -> Result<RequestId, ApiError> {
 pub fn explain(reader: &Reader, id: &str) -> Result<Explain, ApiError> {
     let rid = parse_request_id(id)?;
     omniroute_projections::explain::explain(reader, rid)
-        .map_err(internal)?
+        .map_err(unreadable)?
         .ok_or_else(|| ApiError::NotFound(format!("no request {rid} in the log")))
 }
 
@@ -150,7 +155,7 @@ pub fn reprice(reader: &Reader, params: &CostParams, now_ms: u64) -> Result<Repo
         ..Projections::default()
     };
     let mask = Mask::named("cost").map_err(internal)?;
-    p.catch_up(reader, mask, |_| {}).map_err(internal)?;
+    p.catch_up(reader, mask, |_| {}).map_err(unreadable)?;
     p.cost
         .report(&q)
         .map_err(|m| ApiError::bad(m, Some("group_by")))
@@ -190,6 +195,201 @@ pub fn combos(p: &Projections, cfg: &Config) -> Vec<ComboView> {
             metrics: p.combos.view(&c.id),
         })
         .collect()
+}
+
+/// The read models restored from the reader's checkpoint and caught up to its head, in memory
+/// (the CLI's path when no server owns the data dir; nothing is written back).
+pub fn load(reader: &Reader) -> Result<Projections, ApiError> {
+    Projections::load(reader).map_err(unreadable)
+}
+
+// ---- the log itself: `log stats | verify | tail`, `keys list` ----
+
+/// `GET /api/log/stats`: size and contents of the log.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LogStatsView {
+    /// The redb file (on the machine that read it).
+    pub path: String,
+    pub events: u64,
+    pub record_bytes: u64,
+    pub event_bytes: u64,
+    pub file_bytes: u64,
+    pub disk_bytes: u64,
+    pub head_seq: u64,
+    pub head_hash: Hash32,
+    pub invalid_records: u64,
+    /// (kind, count) in schema order, every kind included.
+    pub per_kind: Vec<(String, u64)>,
+}
+
+pub fn log_stats(reader: &Reader) -> Result<LogStatsView, ApiError> {
+    let s = reader.stats().map_err(unreadable)?;
+    Ok(LogStatsView {
+        path: reader.path().display().to_string(),
+        events: s.events,
+        record_bytes: s.record_bytes,
+        event_bytes: s.event_bytes,
+        file_bytes: s.file_bytes,
+        disk_bytes: s.disk_bytes,
+        head_seq: s.head_seq,
+        head_hash: s.head_hash,
+        invalid_records: s.invalid,
+        per_kind: s
+            .per_kind
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect(),
+    })
+}
+
+/// `GET /api/log/verify`: the chain recomputed from seq 1.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LogVerifyView {
+    pub path: String,
+    /// Records checked (up to the break, if there is one).
+    pub events: u64,
+    pub head_seq: u64,
+    pub head_hash: Option<Hash32>,
+    /// The first place the chain does not hold; `None` when it is intact.
+    pub broken: Option<BreakView>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BreakView {
+    pub seq: u64,
+    pub reason: String,
+}
+
+pub fn log_verify(reader: &Reader) -> Result<LogVerifyView, ApiError> {
+    let path = reader.path().display().to_string();
+    Ok(match reader.verify().map_err(unreadable)? {
+        Ok(r) => LogVerifyView {
+            path,
+            events: r.events,
+            head_seq: r.head_seq,
+            head_hash: Some(r.head_hash),
+            broken: None,
+        },
+        Err(b) => LogVerifyView {
+            path,
+            events: b.seq.saturating_sub(1),
+            head_seq: reader.head().map_err(unreadable)?.seq,
+            head_hash: None,
+            broken: Some(BreakView {
+                seq: b.seq,
+                reason: b.reason,
+            }),
+        },
+    })
+}
+
+/// The query of `GET /api/log/tail`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TailParams {
+    /// The last `n` records [default 20] (ignored with `after`).
+    pub n: Option<u64>,
+    /// Records after this seq instead (to follow the log: pass the last seq you have).
+    pub after: Option<u64>,
+    /// At most this many records after `after` [default and most: 1000].
+    pub limit: Option<u64>,
+    /// With `after`: wait up to this long (ms, at most 10000) for a record after it. Only the
+    /// server waits; a data dir read without a server has no writer to wait for.
+    pub wait_ms: Option<u64>,
+}
+
+/// Most records one tail answer holds.
+pub const TAIL_MAX: u64 = 100_000;
+/// Most records one `after` page holds.
+pub const TAIL_PAGE: u64 = 1_000;
+/// Longest wait of a follow request.
+pub const TAIL_WAIT_MAX_MS: u64 = 10_000;
+
+/// One record as `log tail --json` prints it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TailRecord {
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub schema: u16,
+    pub hash: Hash32,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TailView {
+    /// The last stored seq when this was read.
+    pub last_seq: u64,
+    pub records: Vec<TailRecord>,
+}
+
+pub fn log_tail(reader: &Reader, p: &TailParams) -> Result<TailView, ApiError> {
+    let last = reader.last_seq().map_err(unreadable)?;
+    let range = match p.after {
+        Some(after) => {
+            let limit = p.limit.unwrap_or(TAIL_PAGE).clamp(1, TAIL_PAGE);
+            after.saturating_add(1)..=after.saturating_add(limit).min(last)
+        }
+        None => {
+            let n = p.n.unwrap_or(20);
+            if n > TAIL_MAX {
+                return Err(ApiError::bad(
+                    format!("n={n}: at most {TAIL_MAX} records at once"),
+                    Some("n"),
+                ));
+            }
+            last.saturating_sub(n) + 1..=last
+        }
+    };
+    let mut records = Vec::new();
+    if range.start() <= range.end() {
+        for item in reader.range(range).map_err(unreadable)? {
+            let stored = item.map_err(unreadable)?;
+            let rec = stored.record().map_err(unreadable)?;
+            let event = rec.event.to_owned_event().map_err(|e| {
+                unreadable(format!(
+                    "{}: record {}: {e}",
+                    reader.path().display(),
+                    rec.seq
+                ))
+            })?;
+            records.push(TailRecord {
+                seq: rec.seq,
+                ts_ms: rec.ts_ms,
+                schema: rec.schema,
+                hash: Hash32(*rec.hash),
+                event,
+            });
+        }
+    }
+    Ok(TailView {
+        last_seq: last,
+        records,
+    })
+}
+
+/// `GET /api/keys`: every key ever created (id = blake3 of the key; the key itself is never
+/// stored), in creation order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeyView {
+    pub id: Hash32,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub revoked: bool,
+}
+
+pub fn keys(reader: &Reader) -> Result<Vec<KeyView>, ApiError> {
+    Ok(crate::engine::restore::restore(reader)
+        .map_err(unreadable)?
+        .keys
+        .into_iter()
+        .map(|k| KeyView {
+            id: k.id,
+            name: k.name,
+            scopes: k.scopes,
+            revoked: k.revoked,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub enum ApiError {
     NotRecorded,
     /// The client went away before its answer; recorded as 499, never sent to anyone.
     ClientClosed,
+    /// The event log could not be read (a damaged file): the message names the file and seq. Only
+    /// admin endpoints read the log this way, so their callers (loopback or `manage`) see it.
+    LogUnreadable(String),
     Internal(String),
 }
 
@@ -69,6 +72,7 @@ impl ApiError {
             Self::LogUnavailable => (503, "api_error", "event_log_unavailable"),
             Self::NotRecorded => (503, "api_error", "event_log_unavailable"),
             Self::ClientClosed => (499, "api_error", "client_closed"),
+            Self::LogUnreadable(_) => (500, "api_error", "event_log_unreadable"),
             Self::Internal(_) => (500, "api_error", "internal_error"),
         }
     }
@@ -103,6 +107,7 @@ impl ApiError {
                     .into()
             }
             Self::ClientClosed => "the client closed the connection".into(),
+            Self::LogUnreadable(m) => m.clone(),
             Self::Internal(_) => "internal error".into(),
         }
     }

@@ -311,6 +311,12 @@ fn explain_refuses_malformed_and_unknown_ids() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is not a request id"), "{err}");
+    // An unknown id in a log that exists (a read command never creates one).
+    assert!(
+        cli(dir.path(), &["log", "generate", "--requests", "1"])
+            .status
+            .success()
+    );
     let o = cli(dir.path(), &["explain", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);

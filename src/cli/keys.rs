@@ -1,6 +1,7 @@
 //! `omniroute keys create | list | revoke`. A key is printed once at creation; the log keeps only
-//! its blake3 hash. These commands open the data dir, so they run while the gateway is stopped (a
-//! running gateway reads the keys at start-up).
+//! its blake3 hash. `create` and `revoke` write, so they run while the gateway is stopped (a
+//! running gateway reads the keys at start-up); `list` only reads, through the running server's
+//! admin API or the data dir opened read-only.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,9 @@ use clap::Subcommand;
 use omniroute_core::event::{Event, Hash32, KeyCreated, KeyRevoked};
 use omniroute_core::log::Log;
 
+use super::source::Source;
 use super::{CliResult, DataArgs};
+use crate::admin::KeyView;
 use crate::engine::keys;
 
 #[derive(Subcommand)]
@@ -71,12 +74,9 @@ pub fn run(cmd: KeysCommand) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::List { data } => {
-            let log = data.open_log()?;
-            let reader = log.reader().map_err(|e| e.to_string())?;
-            for k in crate::engine::restore::restore(&reader)
-                .map_err(|e| e.to_string())?
-                .keys
-            {
+            let keys: Vec<KeyView> =
+                Source::open(&data)?.get_log("/api/keys", crate::admin::keys)?;
+            for k in keys {
                 println!(
                     "{}  {:<20} {:<40} {}",
                     &k.id.to_string()[..12],

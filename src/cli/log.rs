@@ -1,15 +1,19 @@
-//! `omniroute log verify | tail | stats`.
+//! `omniroute log verify | tail | stats | salvage | generate`. The first three only read: they ask
+//! the server that owns the data dir, or open it read-only (see [`super::source`]); both paths
+//! compute their answer with the same functions of [`crate::admin`].
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Subcommand;
 use omniroute_core::event::{Cost, Event, Target};
-use omniroute_core::log::Stored;
-use omniroute_core::record::RecordRef;
-use serde::Serialize;
+use omniroute_core::log::LOG_FILE;
 
+use super::source::{Failure, Source, api_message, call};
 use super::{CliResult, DataArgs};
+use crate::admin::{self, LogStatsView, LogVerifyView, TailParams, TailRecord, TailView};
 use omniroute_core::time::rfc3339_ms;
 
 #[derive(Subcommand)]
@@ -49,6 +53,15 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the longest valid prefix of a damaged log's chain into a new data dir, and report what
+    /// was left behind. The damaged log is only read.
+    Salvage {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The new data dir (created; it must not hold a log yet).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
 }
 
 pub fn run(cmd: LogCommand) -> CliResult {
@@ -62,87 +75,151 @@ pub fn run(cmd: LogCommand) -> CliResult {
         } => tail(&data, n, follow, json),
         LogCommand::Stats { data, json } => stats(&data, json),
         LogCommand::Generate { data, requests } => generate(&data, requests),
+        LogCommand::Salvage { data, to } => salvage(&data, &to),
     }
 }
 
 fn verify(data: &DataArgs) -> CliResult {
-    let log = data.open_log()?;
+    let src = Source::open(data)?;
     let started = std::time::Instant::now();
-    let reader = log.reader().map_err(|e| e.to_string())?;
-    match reader.verify().map_err(|e| e.to_string())? {
-        Ok(report) => {
+    let v: LogVerifyView = src.get_log("/api/log/verify", admin::log_verify)?;
+    match &v.broken {
+        None => {
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "ok: {} events, chain intact, head seq {} hash {} ({:.0} events/s)",
-                report.events,
-                report.head_seq,
-                report.head_hash,
-                report.events as f64 / secs.max(1e-9)
+                v.events,
+                v.head_seq,
+                v.head_hash.map(|h| h.to_string()).unwrap_or_default(),
+                v.events as f64 / secs.max(1e-9)
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(brk) => {
-            println!("broken: {} in {}", brk, log.path().display());
+        Some(b) => {
+            println!("broken: seq {}: {} in {}", b.seq, b.reason, v.path);
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
-#[derive(Serialize)]
-struct JsonRecord<'a> {
-    seq: u64,
-    ts_ms: u64,
-    schema: u16,
-    hash: String,
-    #[serde(flatten)]
-    event: &'a Event,
-}
-
-fn print_record(out: &mut impl Write, stored: &Stored<'_>, json: bool) -> Result<(), String> {
-    let rec = stored.record().map_err(|e| e.to_string())?;
-    let event = rec
-        .event
-        .to_owned_event()
-        .map_err(|e| format!("seq {}: {e}", rec.seq))?;
+fn print_record(out: &mut impl Write, r: &TailRecord, json: bool) -> Result<(), String> {
     let line = if json {
-        serde_json::to_string(&JsonRecord {
-            seq: rec.seq,
-            ts_ms: rec.ts_ms,
-            schema: rec.schema,
-            hash: omniroute_core::event::Hash32(*rec.hash).to_string(),
-            event: &event,
-        })
-        .map_err(|e| e.to_string())?
+        serde_json::to_string(r).map_err(|e| e.to_string())?
     } else {
-        text_line(&rec, &event)
+        text_line(r.seq, r.ts_ms, &r.event)
     };
     writeln!(out, "{line}").map_err(|e| e.to_string())
 }
 
-fn tail(data: &DataArgs, n: u64, follow: bool, json: bool) -> CliResult {
-    let log = data.open_log()?;
-    let reader = log.reader().map_err(|e| e.to_string())?;
-    let head = reader.head().map_err(|e| e.to_string())?.seq;
+fn print_all(records: &[TailRecord], json: bool) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
-    for item in reader
-        .range(head.saturating_sub(n) + 1..)
-        .map_err(|e| e.to_string())?
-    {
-        print_record(&mut out, &item.map_err(|e| e.to_string())?, json)?;
+    for r in records {
+        print_record(&mut out, r, json)?;
     }
-    out.flush().map_err(|e| e.to_string())?;
-    drop(reader);
+    out.flush().map_err(|e| e.to_string())
+}
+
+/// The `GET /api/log/tail` path for these parameters.
+fn tail_path(p: &TailParams) -> String {
+    let q: Vec<String> = [
+        ("n", p.n),
+        ("after", p.after),
+        ("limit", p.limit),
+        ("wait_ms", p.wait_ms),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+    .collect();
+    format!("/api/log/tail?{}", q.join("&"))
+}
+
+fn tail(data: &DataArgs, n: u64, follow: bool, json: bool) -> CliResult {
+    let src = Source::open(data)?;
+    let first = TailParams {
+        n: Some(n),
+        ..TailParams::default()
+    };
+    let v: TailView = src.get_log(&tail_path(&first), |r| admin::log_tail(r, &first))?;
+    print_all(&v.records, json)?;
     if follow {
-        let mut sub = log.subscribe(head);
-        while let Some(range) = sub.wait(None) {
-            let reader = log.reader().map_err(|e| e.to_string())?;
-            for item in reader.range(range).map_err(|e| e.to_string())? {
-                print_record(&mut out, &item.map_err(|e| e.to_string())?, json)?;
-            }
-            out.flush().map_err(|e| e.to_string())?;
-        }
+        let dir = data.data_dir()?;
+        let after = v.records.last().map_or(v.last_seq, |r| r.seq);
+        drop(src);
+        self::follow(data, &dir, after, json)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often a follow without a server looks at the file for a change.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// How long one follow request to a server waits for new records.
+const FOLLOW_WAIT_MS: u64 = 5_000;
+
+/// Prints records after `after` as they are committed, until interrupted. While a server owns the
+/// data dir its admin API is long-polled; otherwise the file is watched and read (read-only)
+/// when it changes. No handle is kept open between reads, so a server can start meanwhile (and is
+/// then followed through its API).
+fn follow(data: &DataArgs, dir: &Path, mut after: u64, json: bool) -> Result<(), String> {
+    let file = dir.join(LOG_FILE);
+    let stamp = |f: &Path| {
+        std::fs::metadata(f)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut seen = stamp(&file);
+    loop {
+        let src = match Source::open(data) {
+            Ok(s) => s,
+            // A server may be between taking the file and publishing its address.
+            Err(_) => {
+                std::thread::sleep(FOLLOW_POLL);
+                continue;
+            }
+        };
+        let p = TailParams {
+            after: Some(after),
+            wait_ms: Some(FOLLOW_WAIT_MS),
+            ..TailParams::default()
+        };
+        let page: Result<TailView, Failure> = match &src {
+            Source::Local { log } => log
+                .reader()
+                .map_err(|e| e.to_string())
+                .and_then(|r| admin::log_tail(&r, &p).map_err(api_message))
+                .map_err(Failure::Answer),
+            Source::Remote { base } => call(base, &tail_path(&p), None),
+        };
+        let local = matches!(src, Source::Local { .. });
+        drop(src);
+        let mut unreachable = false;
+        match page {
+            Ok(v) => {
+                print_all(&v.records, json)?;
+                if let Some(last) = v.records.last() {
+                    after = last.seq;
+                    continue;
+                }
+            }
+            Err(Failure::Unreachable(_)) => unreachable = true,
+            Err(Failure::Answer(m)) => return Err(m),
+        }
+        if local {
+            // Nothing new, and no writer: wait until the file changes (a server starting, or
+            // one appending after this read).
+            loop {
+                std::thread::sleep(FOLLOW_POLL);
+                let now = stamp(&file);
+                if now != seen {
+                    seen = now;
+                    break;
+                }
+            }
+        } else if unreachable {
+            // The server went away (or is still starting): look again shortly.
+            std::thread::sleep(FOLLOW_POLL);
+        }
+        // A server's empty answer already waited for news: ask again at once.
+    }
 }
 
 pub(super) fn t(target: &Target) -> String {
@@ -161,7 +238,7 @@ fn ms(us: u64) -> String {
 }
 
 /// One human line: seq, time, kind, request id, and the few fields that tell the story.
-fn text_line(rec: &RecordRef<'_>, event: &Event) -> String {
+fn text_line(seq: u64, ts_ms: u64, event: &Event) -> String {
     let rid = event
         .request_id()
         .map(|r| r.to_string())
@@ -248,8 +325,8 @@ fn text_line(rec: &RecordRef<'_>, event: &Event) -> String {
     };
     format!(
         "{:>8}  {}  {:<17}  {:<26}  {}",
-        rec.seq,
-        rfc3339_ms(rec.ts_ms),
+        seq,
+        rfc3339_ms(ts_ms),
         event.kind(),
         rid,
         detail
@@ -257,11 +334,7 @@ fn text_line(rec: &RecordRef<'_>, event: &Event) -> String {
 }
 
 fn stats(data: &DataArgs, json: bool) -> CliResult {
-    let log = data.open_log()?;
-    let s = log
-        .reader()
-        .and_then(|r| r.stats())
-        .map_err(|e| e.to_string())?;
+    let s: LogStatsView = Source::open(data)?.get_log("/api/log/stats", admin::log_stats)?;
     let per_event = |b: u64| {
         if s.events == 0 {
             0.0
@@ -283,7 +356,7 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
             .map(|(k, v)| (k.to_string(), (*v).into()))
             .collect();
         let v = serde_json::json!({
-            "path": log.path(),
+            "path": s.path,
             "events": s.events,
             "record_bytes": s.record_bytes,
             "event_bytes": s.event_bytes,
@@ -295,12 +368,12 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
             "disk_to_record_bytes": ratio(s.record_bytes),
             "head_seq": s.head_seq,
             "head_hash": s.head_hash.to_string(),
-            "invalid_records": s.invalid,
+            "invalid_records": s.invalid_records,
             "per_kind": per_kind,
         });
         println!("{v}");
     } else {
-        println!("log        {}", log.path().display());
+        println!("log        {}", s.path);
         println!("events     {}", s.events);
         println!(
             "on disk    {} bytes ({:.1} per event, index included): {:.2}x the event bytes, {:.2}x the record bytes",
@@ -319,10 +392,10 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
             per_event(s.event_bytes)
         );
         println!("head       seq {} hash {}", s.head_seq, s.head_hash);
-        if s.invalid > 0 {
+        if s.invalid_records > 0 {
             println!(
                 "invalid    {} records fail validation (run `omniroute log verify`)",
-                s.invalid
+                s.invalid_records
             );
         }
         println!("per kind");
@@ -346,6 +419,62 @@ fn generate(data: &DataArgs, requests: u64) -> CliResult {
     println!(
         "appended {} events ({requests} requests); head seq {head}",
         head - first
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn salvage(data: &DataArgs, to: &Path) -> CliResult {
+    let dir = data.data_dir()?;
+    let log = omniroute_core::log::open_read_only(&dir).map_err(|e| match e {
+        omniroute_core::log::LogError::InUse { .. } => {
+            format!("{e} (salvage reads the file itself: stop the server first)")
+        }
+        e => e.to_string(),
+    })?;
+    let reader = log.reader().map_err(|e| e.to_string())?;
+    let r = omniroute_core::log::salvage(&reader, to).map_err(|e| e.to_string())?;
+    println!(
+        "salvaged {} into {}",
+        log.path().display(),
+        r.path.display()
+    );
+    if r.head.seq == 0 {
+        println!("kept       nothing: not even seq 1 could be copied");
+    } else {
+        println!(
+            "kept       seq 1..={} (head seq {} hash {})",
+            r.head.seq, r.head.seq, r.head.hash
+        );
+    }
+    match &r.left_behind {
+        None if r.source_head.seq > r.head.seq => println!(
+            "left       the old log's head record said seq {}, but its records end at seq {}",
+            r.source_head.seq, r.head.seq
+        ),
+        None => println!("left       nothing: the chain holds to its last record"),
+        Some(l) => {
+            println!(
+                "left       everything from seq {}: {}",
+                l.from_seq, l.reason
+            );
+            println!(
+                "           after it: {} readable record(s), {} damaged{}",
+                l.readable_after,
+                l.damaged_after,
+                l.scan_error
+                    .as_ref()
+                    .map(|e| format!("; the scan stopped early: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!(
+        "blobs      {} copied, {} unreadable or damaged; checkpoints not copied (read models rebuild)",
+        r.blobs_copied, r.blobs_lost
+    );
+    println!(
+        "next       omniroute log verify --data-dir {}; then serve from that data dir",
+        to.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,16 @@
 //! `omniroute serve`: the gateway. Zero configuration needed: without `--config` the built-in
-//! default (mock providers) is used. SIGINT/SIGTERM stop accepting, let in-flight requests finish
-//! (bounded), commit the log, and exit 0.
+//! default (mock providers) is used. Before it appends anything it checks the log's hash chain
+//! (from the point verified at the last start to the head) and refuses a broken one. SIGINT/SIGTERM
+//! stop accepting, let in-flight requests finish (bounded), commit the log, and exit 0.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use omniroute_core::config::BUILTIN_NAME;
-use omniroute_core::log::Log;
+use omniroute_core::event::Hash32;
+use omniroute_core::log::{Head, LOG_FILE, Log, LogError, Reader, VERIFIED_CHECKPOINT};
 
 use super::{CliResult, DataArgs};
 use crate::engine::Engine;
@@ -25,24 +27,34 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
 }
 
-async fn signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves at the first SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: `serve` calls it before it says it is listening, so a signal
+/// sent right after that line is handled (not the default action, which kills the process
+/// without committing the log).
+fn signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {}
+                _ = wait(term) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -60,14 +72,18 @@ pub fn run(args: ServeArgs) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    // Checked read-only first: a damaged file is refused before anything opens it for writing.
+    let verified = check_chain(&data_dir)?;
     runtime.block_on(async move {
         let log = Log::open_with(&data_dir, crate::engine::log_options(&config))
             .map_err(|e| e.to_string())?;
+        record_verified(&log, verified)?;
         let engine = Engine::start(config, &source, log.clone()).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let stop_signal = signal();
         // Other commands find this server's admin API through this file (DESIGN.md, process model).
         let addr_file = data_dir.join(super::ADMIN_ADDR_FILE);
         std::fs::write(&addr_file, addr.to_string())
@@ -86,7 +102,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         tokio::pin!(server);
         tokio::select! {
             r = &mut server => r.map_err(|e| e.to_string())?,
-            _ = signal() => {
+            _ = stop_signal => {
                 eprintln!("omniroute: shutting down, finishing in-flight requests");
                 let _ = stop_tx.send(true);
                 if tokio::time::timeout(GRACE, &mut server).await.is_err() {
@@ -104,4 +120,100 @@ pub fn run(args: ServeArgs) -> CliResult {
         Ok::<_, String>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve` says when it will not append to a log.
+fn refuse(dir: &Path, why: impl std::fmt::Display, first_bad: Option<u64>) -> String {
+    let keep = match first_bad {
+        Some(seq) if seq > 1 => format!(" (it keeps seq 1..={})", seq - 1),
+        Some(_) => " (nothing before the break can be kept)".to_string(),
+        None => String::new(),
+    };
+    format!(
+        "refusing to serve: {why}. Appending would build on a log that `omniroute log verify` \
+         rejects. Copy the valid prefix of the chain into a new data dir with `omniroute log \
+         salvage --data-dir {} --to NEW_DIR`{keep}, then serve from NEW_DIR",
+        dir.display()
+    )
+}
+
+/// Verifies the log of `dir` read-only, from the point verified at the last start (or seq 1) to
+/// the head. `Ok(None)`: there is no log yet (serve creates it).
+fn check_chain(dir: &Path) -> Result<Option<Head>, String> {
+    let file = dir.join(LOG_FILE);
+    match std::fs::metadata(&file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        // redb writes a header as soon as it creates a file: an empty one is a log that lost its
+        // contents, and starting a new chain in it would hide that.
+        Ok(m) if m.len() == 0 => {
+            return Err(format!(
+                "refusing to serve: {} is empty (0 bytes): the log lost its contents. Move it \
+                 away (or delete it) to start a new log in {}",
+                file.display(),
+                dir.display()
+            ));
+        }
+        Ok(_) => {}
+    }
+    let log = omniroute_core::log::open_read_only(dir).map_err(|e| match e {
+        LogError::InUse { .. } => e.to_string(),
+        e => refuse(dir, e, None),
+    })?;
+    let reader = log.reader().map_err(|e| refuse(dir, e, None))?;
+    let started = std::time::Instant::now();
+    // A missing, unreadable or stale point only means checking from seq 1.
+    let from = reader.verified_point().ok().flatten();
+    let head = verify_from(dir, &reader, from)?;
+    eprintln!(
+        "omniroute: log chain verified from seq {} to {} in {:.1?}",
+        from.map_or(1, |p| p.seq + 1),
+        head.seq,
+        started.elapsed()
+    );
+    Ok(Some(head))
+}
+
+fn verify_from(dir: &Path, reader: &Reader, from: Option<Head>) -> Result<Head, String> {
+    let from = from.unwrap_or(Head {
+        seq: 0,
+        hash: Hash32::default(),
+    });
+    match reader.verify_from(from) {
+        Ok(Ok(r)) => Ok(Head {
+            seq: r.head_seq,
+            hash: r.head_hash,
+        }),
+        Ok(Err(brk)) => Err(refuse(
+            dir,
+            format!(
+                "the hash chain of {} is broken at seq {}: {}",
+                reader.path().display(),
+                brk.seq,
+                brk.reason
+            ),
+            Some(brk.seq),
+        )),
+        Err(e) => Err(refuse(dir, e, None)),
+    }
+}
+
+/// Stores the verified head as the point the next start verifies from. If the log moved between
+/// the read-only check and this open (another process appended in between), the difference is
+/// verified first.
+fn record_verified(log: &Log, verified: Option<Head>) -> Result<(), String> {
+    let reader = log.reader().map_err(|e| e.to_string())?;
+    let head = reader.head().map_err(|e| e.to_string())?;
+    let head = match verified {
+        Some(v) if v == head => v,
+        v => verify_from(log.dir(), &reader, v)?,
+    };
+    drop(reader);
+    if head.seq == 0 {
+        return Ok(());
+    }
+    log.put_checkpoint(VERIFIED_CHECKPOINT, head.encode())
+        .and_then(|h| h.wait())
+        .map(|_| ())
+        .map_err(|e| format!("cannot record the verified point of the log: {e}"))
 }

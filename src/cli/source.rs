@@ -1,8 +1,9 @@
-//! Where a post-mortem command gets its answers (DESIGN.md, process model): from the admin API of
-//! the server that owns the data dir, or, when none does, from the data dir itself. Both paths go
-//! through the functions of [`crate::admin`], so they print the same.
+//! Where a read command gets its answers (DESIGN.md, process model): from the admin API of the
+//! server that owns the data dir, or, when none does, from the data dir itself, opened read-only
+//! (never created, never changed). Both paths go through the functions of [`crate::admin`], so
+//! they print the same.
 
-use omniroute_core::log::{Log, LogError, Reader};
+use omniroute_core::log::{LogError, ReadOnlyLog, Reader};
 use omniroute_projections::Projections;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -14,13 +15,14 @@ use crate::error::ApiError;
 pub const ADMIN_ADDR_FILE: &str = "admin.addr";
 
 pub enum Source {
-    /// This process owns the data dir.
-    Local { log: Log },
+    /// No server owns the data dir: this process reads it, read-only.
+    Local { log: ReadOnlyLog },
     /// A server owns it; its admin API answers.
     Remote { base: String },
 }
 
-/// The message of an API error, as the admin API would send it.
+/// The message of an API error, as the admin API would send it (for a log that cannot be read,
+/// that names the file and seq).
 pub(super) fn api_message(e: ApiError) -> String {
     e.body()["error"]["message"]
         .as_str()
@@ -30,33 +32,39 @@ pub(super) fn api_message(e: ApiError) -> String {
 
 impl Source {
     pub fn open(data: &DataArgs) -> Result<Source, String> {
-        let config = data.load_config()?;
+        // Loaded even when --data-dir is given, so a broken config is reported, not ignored.
+        data.load_config()?;
         let dir = data.data_dir()?;
-        match Log::open(&dir) {
+        match omniroute_core::log::open_read_only(&dir) {
             Ok(log) => Ok(Source::Local { log }),
-            Err(LogError::InUse { .. }) => {
-                let addr = std::fs::read_to_string(dir.join(ADMIN_ADDR_FILE))
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_else(|_| config.server.listen.to_string());
-                Ok(Source::Remote {
-                    base: format!("http://{addr}"),
-                })
+            // A writer holds the file. `serve` publishes its admin API's address in the data dir;
+            // any other owner (a `keys create`, `log generate`, a test) cannot answer.
+            Err(e @ LogError::InUse { .. }) => {
+                let file = dir.join(ADMIN_ADDR_FILE);
+                match std::fs::read_to_string(&file) {
+                    Ok(addr) => Ok(Source::Remote {
+                        base: format!("http://{}", addr.trim()),
+                    }),
+                    Err(_) => Err(format!(
+                        "{e} (it publishes no admin API address in {}, so this command cannot \
+                         ask it; an `omniroute serve` that is still starting writes it once it \
+                         listens)",
+                        file.display()
+                    )),
+                }
             }
             Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Answers locally with `local(read models)` (restored from their checkpoint and caught up),
-    /// or remotely with `GET path`.
+    /// Answers locally with `local(read models)` (restored from their checkpoint and caught up
+    /// in memory: nothing is written back), or remotely with `GET path`.
     pub fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         local: impl FnOnce(&Projections) -> Result<T, ApiError>,
     ) -> Result<T, String> {
-        self.get_log(path, |reader| {
-            let p = Projections::load(reader).map_err(|e| ApiError::Internal(e.to_string()))?;
-            local(&p)
-        })
+        self.get_log(path, |reader| local(&crate::admin::load(reader)?))
     }
 
     /// Answers locally with `local(reader)` (no fold), or remotely with `GET path`.
@@ -91,12 +99,37 @@ impl Source {
     }
 }
 
+/// Why a call to the admin API failed.
+pub enum Failure {
+    /// Nothing answered (the server stopped, or is still starting).
+    Unreachable(String),
+    /// The server answered with an error.
+    Answer(String),
+}
+
+impl From<Failure> for String {
+    fn from(f: Failure) -> String {
+        match f {
+            Failure::Unreachable(m) | Failure::Answer(m) => m,
+        }
+    }
+}
+
 fn remote<T: DeserializeOwned>(base: &str, path: &str, body: Option<Value>) -> Result<T, String> {
+    call(base, path, body).map_err(String::from)
+}
+
+/// `GET` (or, with a body, `POST`) `base + path` and decode the JSON answer.
+pub fn call<T: DeserializeOwned>(
+    base: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<T, Failure> {
     let url = format!("{base}{path}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        .map_err(|e| Failure::Answer(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async {
         let client = reqwest::Client::new();
         let req = match body {
@@ -104,23 +137,26 @@ fn remote<T: DeserializeOwned>(base: &str, path: &str, body: Option<Value>) -> R
             None => client.get(&url),
         };
         let resp = req.send().await.map_err(|e| {
-            format!(
+            Failure::Unreachable(format!(
                 "the data dir is owned by a running server, but its admin API at {base} does not \
                  answer ({e}); is it still starting, or listening elsewhere?"
-            )
+            ))
         })?;
         let status = resp.status();
         let v: Value = resp
             .json()
             .await
-            .map_err(|e| format!("{url}: unreadable answer: {e}"))?;
+            .map_err(|e| Failure::Answer(format!("{url}: unreadable answer: {e}")))?;
         if !status.is_success() {
-            return Err(v["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{url}: HTTP {status}")));
+            return Err(Failure::Answer(
+                v["error"]["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{url}: HTTP {status}")),
+            ));
         }
-        serde_json::from_value(v).map_err(|e| format!("{url}: unexpected answer: {e}"))
+        serde_json::from_value(v)
+            .map_err(|e| Failure::Answer(format!("{url}: unexpected answer: {e}")))
     })
 }
 

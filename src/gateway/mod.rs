@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::admin::{self, CostParams};
+use crate::admin::{self, CostParams, TailParams};
 use crate::engine::{ChatReply, Engine};
 use crate::error::ApiError;
 
@@ -52,6 +52,10 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .route("/api/combos", get(combos))
         .route("/api/combos/{id}", patch(patch_combo))
         .route("/api/audit/stats", get(audit))
+        .route("/api/log/stats", get(log_stats))
+        .route("/api/log/verify", get(log_verify))
+        .route("/api/log/tail", get(log_tail))
+        .route("/api/keys", get(keys))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -468,4 +472,69 @@ async fn patch_combo(
         .into_iter()
         .find(|c| c.id == id);
     Ok(Json(json!(view)))
+}
+
+// ---- the log itself (`omniroute log stats | verify | tail`, `keys list` while serving): the
+// same functions the CLI calls on a data dir no server owns ----
+
+/// Runs a whole-log read off the runtime, on a fresh snapshot.
+async fn read_log<T: serde::Serialize + Send + 'static>(
+    engine: &AppState,
+    f: impl FnOnce(&omniroute_core::log::Reader) -> Result<T, ApiError> + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let e = Arc::clone(engine);
+    let v = tokio::task::spawn_blocking(move || f(&reader(&e)?))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!(v)))
+}
+
+async fn log_stats(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&engine, &headers, remote)?;
+    read_log(&engine, admin::log_stats).await
+}
+
+async fn log_verify(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&engine, &headers, remote)?;
+    read_log(&engine, admin::log_verify).await
+}
+
+/// `?n=N` (the last N), or `?after=SEQ[&limit=L][&wait_ms=W]` to follow: with `wait_ms`, an
+/// answer with nothing after SEQ waits (up to 10 s) for the next commit.
+async fn log_tail(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Result<Query<TailParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let p = q
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad(format!("invalid query: {}", e.body_text()), None))?;
+    authorize_admin(&engine, &headers, remote)?;
+    if let (Some(after), Some(wait)) = (p.after, p.wait_ms)
+        && engine.log().committed_seq() <= after
+    {
+        let mut sub = engine.log().subscribe(after);
+        let wait = std::time::Duration::from_millis(wait.min(admin::TAIL_WAIT_MAX_MS));
+        // Either something was committed after `after`, or the wait is over: answer either way.
+        let _ = tokio::time::timeout(wait, sub.next_range()).await;
+    }
+    read_log(&engine, move |r| admin::log_tail(r, &p)).await
+}
+
+async fn keys(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&engine, &headers, remote)?;
+    read_log(&engine, admin::keys).await
 }

@@ -11,6 +11,14 @@ pub enum LogError {
     },
     #[error("data dir {dir} is in use by {owner}; stop that process or pass another --data-dir")]
     InUse { dir: PathBuf, owner: String },
+    /// A read found no log where it looked (readers never create one).
+    #[error(
+        "no omniroute log at {path}: {what}; check --data-dir, or server.data_dir in the file \
+         given with --config (without either, the data dir is .omniroute in the current directory)"
+    )]
+    NoLog { path: PathBuf, what: &'static str },
+    #[error("cannot salvage into {path}: {reason}")]
+    SalvageTarget { path: PathBuf, reason: String },
     #[error("{path} is not a readable omniroute log: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path} was written with log format {found:?}, this build reads {expected:?}")]

@@ -14,12 +14,15 @@
 
 mod error;
 pub mod faults;
+mod guard;
 mod notify;
+mod readonly;
+mod salvage;
 mod store;
 mod verify;
 mod writer;
 
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,9 +35,12 @@ use redb::{
 };
 
 pub use error::LogError;
+pub use guard::{in_storage_boundary, install_panic_hook};
 pub use notify::{Appended, NextRange, Subscription};
+pub use readonly::{READ_CACHE_BYTES, ReadOnlyLog, open_read_only};
+pub use salvage::{LeftBehind, SalvageReport, salvage};
 pub use store::{BackendFactory, Backoff};
-pub use verify::{ChainBreak, Stats, VerifyReport};
+pub use verify::{ChainBreak, Stats, VERIFIED_CHECKPOINT, VerifyReport};
 
 use crate::event::{Event, Hash32, RequestId};
 use crate::record::{self, RecordRef};
@@ -155,6 +161,11 @@ impl Drop for Inner {
         if let Some(h) = handle {
             let _ = h.join();
         }
+        // The writer has stopped, so this is the last handle: closing it commits redb's allocator
+        // state, which can panic on a damaged file.
+        if let Some(db) = self.db.take() {
+            guard::drop_contained(&self.path, db);
+        }
         let _ = std::fs::remove_file(self.dir.join(OWNER_FILE));
     }
 }
@@ -188,7 +199,7 @@ fn open_db(
                 .ok()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "another process (it left no owner record)".to_string());
+                .unwrap_or_else(|| "another process that left no owner record (a read command such as `omniroute log verify` leaves none)".to_string());
             LogError::InUse {
                 dir: dir.to_path_buf(),
                 owner,
@@ -502,60 +513,129 @@ impl Log {
                     .unwrap_or_else(|| "the writer is reopening it".into()),
             });
         };
-        Reader::new(&*db, Arc::clone(&self.inner.path))
+        // This process wrote every record after the start-up check (`serve` verifies the chain
+        // before appending), so its own reads skip the per-record hash check.
+        Reader::new(&*db, Arc::clone(&self.inner.path), false)
     }
 }
 
 /// One stored record, borrowed zero-copy from the snapshot's pages.
 pub struct Stored<'r> {
     pub seq: u64,
-    value: AccessGuard<'static, &'static [u8]>,
-    /// For error messages only.
-    path: &'r Path,
+    /// Always `Some` until dropped; taken out to be dropped inside the storage boundary.
+    value: Option<AccessGuard<'static, &'static [u8]>>,
+    reader: &'r Reader,
+}
+
+impl Drop for Stored<'_> {
+    fn drop(&mut self) {
+        if let Some(v) = self.value.take() {
+            guard::drop_contained(&self.reader.path, v);
+        }
+    }
 }
 
 impl Stored<'_> {
     /// The exact stored bytes (envelope + event).
     pub fn bytes(&self) -> &[u8] {
-        self.value.value()
+        // The slice was computed once inside the boundary when this was read (see `stored`), so
+        // computing it again cannot panic.
+        self.value.as_ref().map_or(&[], |v| v.value())
     }
 
-    /// Validates the record and returns a view of it.
+    /// Validates the record and returns a view of it. Through a read-only handle the record's own
+    /// hash is checked too, so a flipped byte is an error here rather than a wrong answer.
     pub fn record(&self) -> Result<RecordRef<'_>, LogError> {
-        record::decode(self.seq, self.value.value()).map_err(|reason| LogError::BadRecord {
-            path: self.path.to_path_buf(),
+        let bad = |reason| LogError::BadRecord {
+            path: self.reader.path.to_path_buf(),
             seq: self.seq,
             reason,
-        })
+        };
+        if self.reader.check_hashes {
+            record::check_hash(self.seq, self.bytes()).map_err(bad)?;
+        }
+        record::decode(self.seq, self.bytes()).map_err(bad)
     }
 }
 
-/// A read snapshot of the log.
-pub struct Reader {
-    path: Arc<PathBuf>,
-    pub(crate) events: ReadOnlyTable<u64, &'static [u8]>,
+/// The tables of one read snapshot.
+struct Tables {
+    events: ReadOnlyTable<u64, &'static [u8]>,
     index: ReadOnlyTable<(u128, u64), ()>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     blobs: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
     checkpoints: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
+/// A read snapshot of the log. Every call into redb is made inside the storage boundary
+/// ([`guard`]): a damaged file gives [`LogError::Corrupt`] naming it, never a panic.
+pub struct Reader {
+    path: Arc<PathBuf>,
+    /// Check each record's own hash when it is decoded (readers of a log at rest).
+    check_hashes: bool,
+    /// Always `Some` until dropped; taken out to be dropped inside the storage boundary.
+    tables: Option<Tables>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(t) = self.tables.take() {
+            guard::drop_contained(&self.path, t);
+        }
+    }
+}
+
+/// Makes a [`Stored`] from a value redb returned, inside the boundary: its slice is computed once
+/// here, where a damaged length or offset panics inside [`guard::contain`].
+fn stored<'r>(
+    reader: &'r Reader,
+    seq: u64,
+    value: AccessGuard<'static, &'static [u8]>,
+) -> Stored<'r> {
+    let _ = value.value().len();
+    Stored {
+        seq,
+        value: Some(value),
+        reader,
+    }
+}
+
 impl Reader {
-    fn new(db: &impl ReadableDatabase, path: Arc<PathBuf>) -> Result<Reader, LogError> {
-        let st = |e: redb::Error| LogError::storage(&path, e);
-        let txn = db.begin_read().map_err(|e| st(e.into()))?;
+    pub(crate) fn new(
+        db: &impl ReadableDatabase,
+        path: Arc<PathBuf>,
+        check_hashes: bool,
+    ) -> Result<Reader, LogError> {
+        let tables = guard::contain(&path, None, || {
+            let st = |e: redb::Error| LogError::storage(&path, e);
+            let txn = db.begin_read().map_err(|e| st(e.into()))?;
+            Ok(Tables {
+                events: txn.open_table(EVENTS).map_err(|e| st(e.into()))?,
+                index: txn.open_table(REQUEST_INDEX).map_err(|e| st(e.into()))?,
+                meta: txn.open_table(META).map_err(|e| st(e.into()))?,
+                blobs: txn.open_table(BLOBS).map_err(|e| st(e.into()))?,
+                checkpoints: txn.open_table(CHECKPOINTS).map_err(|e| st(e.into()))?,
+            })
+        })?;
         Ok(Reader {
-            events: txn.open_table(EVENTS).map_err(|e| st(e.into()))?,
-            index: txn.open_table(REQUEST_INDEX).map_err(|e| st(e.into()))?,
-            meta: txn.open_table(META).map_err(|e| st(e.into()))?,
-            blobs: txn.open_table(BLOBS).map_err(|e| st(e.into()))?,
-            checkpoints: txn.open_table(CHECKPOINTS).map_err(|e| st(e.into()))?,
             path,
+            check_hashes,
+            tables: Some(tables),
         })
     }
 
     pub(crate) fn err(&self, e: impl Into<redb::Error>) -> LogError {
         LogError::storage(&self.path, e)
+    }
+
+    /// Runs `f` on the tables inside the storage boundary.
+    fn read<T>(
+        &self,
+        seq: Option<u64>,
+        f: impl FnOnce(&Tables) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let tables = self.tables.as_ref().ok_or(LogError::Closed)?;
+        guard::contain(&self.path, seq, || f(tables))
     }
 
     pub fn path(&self) -> &Path {
@@ -564,76 +644,139 @@ impl Reader {
 
     /// The record at `seq`, if present.
     pub fn get(&self, seq: u64) -> Result<Option<Stored<'_>>, LogError> {
-        Ok(self
-            .events
-            .get(seq)
-            .map_err(|e| self.err(e))?
-            .map(|value| Stored {
-                seq,
-                value,
-                path: &self.path,
-            }))
+        self.read(Some(seq), |t| {
+            Ok(t.events
+                .get(seq)
+                .map_err(|e| self.err(e))?
+                .map(|value| stored(self, seq, value)))
+        })
     }
 
-    /// Records in a seq range, in order.
-    pub fn range(
+    /// Records in a seq range, in order. The log is gapless from seq 1, so a missing or
+    /// out-of-order record ends the iteration with [`LogError::Corrupt`] naming it.
+    pub fn range(&self, range: impl RangeBounds<u64>) -> Result<Records<'_>, LogError> {
+        let first = match range.start_bound() {
+            Bound::Included(&s) => s.max(1),
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 1,
+        };
+        self.records(range, Some(first))
+    }
+
+    /// Like [`Reader::range`] but gaps are passed through (seqs still strictly increase): for
+    /// the whole-log checks, which report a gap themselves.
+    pub(crate) fn range_with_gaps(
         &self,
         range: impl RangeBounds<u64>,
-    ) -> Result<impl Iterator<Item = Result<Stored<'_>, LogError>> + '_, LogError> {
-        let iter = self.events.range(range).map_err(|e| self.err(e))?;
-        Ok(iter.map(move |item| {
-            let (k, value) = item.map_err(|e| self.err(e))?;
-            Ok(Stored {
-                seq: k.value(),
-                value,
-                path: &self.path,
+    ) -> Result<Records<'_>, LogError> {
+        self.records(range, None)
+    }
+
+    fn records(
+        &self,
+        range: impl RangeBounds<u64>,
+        expect: Option<u64>,
+    ) -> Result<Records<'_>, LogError> {
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        let inner = self.read(None, |t| t.events.range(range).map_err(|e| self.err(e)))?;
+        Ok(Records {
+            reader: self,
+            inner: Some(inner),
+            expect,
+            last: None,
+            done: false,
+        })
+    }
+
+    /// The highest stored seq (0 for an empty log), from the events themselves.
+    pub fn last_seq(&self) -> Result<u64, LogError> {
+        self.read(None, |t| {
+            Ok(match t.events.last().map_err(|e| self.err(e))? {
+                Some((k, _)) => k.value(),
+                None => 0,
             })
-        }))
+        })
     }
 
     /// Every record of one request, in seq order, found through `request_index` (no scan).
     pub fn request(&self, id: RequestId) -> Result<Vec<Stored<'_>>, LogError> {
-        let mut out = Vec::new();
-        for item in self
-            .index
-            .range((id.0, 0)..=(id.0, u64::MAX))
-            .map_err(|e| self.err(e))?
-        {
-            let (k, _) = item.map_err(|e| self.err(e))?;
-            let seq = k.value().1;
-            match self.get(seq)? {
-                Some(s) => out.push(s),
-                None => {
+        let seqs = self.read(None, |t| {
+            let mut seqs = Vec::new();
+            for item in t
+                .index
+                .range((id.0, 0)..=(id.0, u64::MAX))
+                .map_err(|e| self.err(e))?
+            {
+                let (k, _) = item.map_err(|e| self.err(e))?;
+                let seq = k.value().1;
+                // Keys come out strictly increasing; anything else is a damaged page (and a
+                // cycle in one would otherwise never end).
+                if seqs.last().is_some_and(|&l| l >= seq) {
                     return Err(LogError::Corrupt {
                         path: self.path.to_path_buf(),
-                        reason: format!("request_index names seq {seq}, which is missing"),
+                        reason: format!("request_index of {id} is out of order at seq {seq}"),
                     });
                 }
+                seqs.push(seq);
             }
+            Ok(seqs)
+        })?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let Some(s) = self.get(seq)? else {
+                return Err(LogError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    reason: format!("request_index names seq {seq}, which is missing"),
+                });
+            };
+            let owner = s.record()?.event.request_id();
+            if owner != Some(id) {
+                return Err(LogError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    reason: format!(
+                        "request_index lists seq {seq} under request {id}, but that record is not \
+                         one of its events"
+                    ),
+                });
+            }
+            out.push(s);
         }
         Ok(out)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.read(None, |t| {
+            Ok(t.meta
+                .get(key)
+                .map_err(|e| self.err(e))?
+                .map(|g| g.value().to_vec()))
+        })
     }
 
     /// The head as recorded in `meta` (seq 0 and a zero hash for an empty log).
     pub fn head(&self) -> Result<Head, LogError> {
         let seq = self
-            .meta
-            .get(META_HEAD_SEQ)
-            .map_err(|e| self.err(e))?
-            .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
+            .meta(META_HEAD_SEQ)?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
             .unwrap_or(0);
         let hash = self
-            .meta
-            .get(META_HEAD_HASH)
-            .map_err(|e| self.err(e))?
-            .and_then(|g| g.value().try_into().ok().map(Hash32))
+            .meta(META_HEAD_HASH)?
+            .and_then(|v| v.as_slice().try_into().ok().map(Hash32))
             .unwrap_or_default();
         Ok(Head { seq, hash })
     }
 
+    /// The on-disk format recorded when the log was created (`None` for a log with no tables
+    /// written yet).
+    pub fn format(&self) -> Result<Option<String>, LogError> {
+        Ok(self
+            .meta(META_FORMAT)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// Number of stored events.
     pub fn len(&self) -> Result<u64, LogError> {
-        self.events.len().map_err(|e| self.err(e))
+        self.read(None, |t| t.events.len().map_err(|e| self.err(e)))
     }
 
     pub fn is_empty(&self) -> Result<bool, LogError> {
@@ -642,20 +785,103 @@ impl Reader {
 
     /// A stored blob by its hash.
     pub fn blob(&self, hash: &Hash32) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self
-            .blobs
-            .get(&hash.0)
-            .map_err(|e| self.err(e))?
-            .map(|g| g.value().to_vec()))
+        self.read(None, |t| {
+            Ok(t.blobs
+                .get(&hash.0)
+                .map_err(|e| self.err(e))?
+                .map(|g| g.value().to_vec()))
+        })
+    }
+
+    /// Every blob hash, in order (for salvage). Stops at the first unreadable entry.
+    pub(crate) fn blob_hashes(&self) -> Result<Vec<[u8; 32]>, LogError> {
+        self.read(None, |t| {
+            let mut out = Vec::new();
+            for item in t.blobs.range::<&[u8; 32]>(..).map_err(|e| self.err(e))? {
+                let (k, _) = item.map_err(|e| self.err(e))?;
+                out.push(*k.value());
+            }
+            Ok(out)
+        })
     }
 
     /// A projection checkpoint by name.
     pub fn checkpoint(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self
-            .checkpoints
-            .get(name)
-            .map_err(|e| self.err(e))?
-            .map(|g| g.value().to_vec()))
+        self.read(None, |t| {
+            Ok(t.checkpoints
+                .get(name)
+                .map_err(|e| self.err(e))?
+                .map(|g| g.value().to_vec()))
+        })
+    }
+}
+
+/// The iterator of [`Reader::range`]: each step is taken inside the storage boundary, and the
+/// first error ends it.
+pub struct Records<'r> {
+    reader: &'r Reader,
+    /// Always `Some` until dropped; taken out to be dropped inside the storage boundary.
+    inner: Option<redb::Range<'static, u64, &'static [u8]>>,
+    /// The seq the next record must have (gapless iteration), if checked.
+    expect: Option<u64>,
+    last: Option<u64>,
+    done: bool,
+}
+
+impl Drop for Records<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.inner.take() {
+            guard::drop_contained(&self.reader.path, r);
+        }
+    }
+}
+
+impl<'r> Iterator for Records<'r> {
+    type Item = Result<Stored<'r>, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let reader = self.reader;
+        let inner = self.inner.as_mut()?;
+        let at = self.expect.or(self.last.map(|l| l + 1));
+        let step = guard::contain(&reader.path, at, || match inner.next() {
+            None => Ok(None),
+            Some(Err(e)) => Err(reader.err(e)),
+            Some(Ok((k, v))) => Ok(Some(stored(reader, k.value(), v))),
+        });
+        let item = match step {
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+            Ok(Some(s)) => {
+                let corrupt = |reason| {
+                    Some(Err(LogError::Corrupt {
+                        path: reader.path.to_path_buf(),
+                        reason,
+                    }))
+                };
+                match (self.expect, self.last) {
+                    (Some(want), _) if s.seq != want => corrupt(format!(
+                        "record {want} is missing (the next stored record is seq {})",
+                        s.seq
+                    )),
+                    (_, Some(last)) if s.seq <= last => corrupt(format!(
+                        "the events table is out of order: seq {} after seq {last}",
+                        s.seq
+                    )),
+                    _ => {
+                        self.last = Some(s.seq);
+                        self.expect = self.expect.map(|_| s.seq + 1);
+                        Some(Ok(s))
+                    }
+                }
+            }
+        };
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
     }
 }
 

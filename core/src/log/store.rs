@@ -56,15 +56,25 @@ impl Opener {
     pub(crate) fn open(&self) -> Result<(Database, Head), LogError> {
         let mut builder = Database::builder();
         builder.set_cache_size(self.cache_size);
-        let db = super::open_db(&self.dir, &self.path, || match &self.factory {
-            None => builder.create(&self.path),
-            Some(make) => {
-                let backend = make().map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
-                builder.create_with_backend(Boxed(backend))
-            }
+        // Opening runs redb's repair on a file that was not closed cleanly, and `init` commits:
+        // both read the file, so both run inside the storage boundary.
+        let db = super::guard::contain(&self.path, None, || {
+            super::open_db(&self.dir, &self.path, || match &self.factory {
+                None => builder.create(&self.path),
+                Some(make) => {
+                    let backend =
+                        make().map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
+                    builder.create_with_backend(Boxed(backend))
+                }
+            })
         })?;
-        let head = super::init(&db, &self.path)?;
-        Ok((db, head))
+        match super::guard::contain(&self.path, None, || super::init(&db, &self.path)) {
+            Ok(head) => Ok((db, head)),
+            Err(e) => {
+                super::guard::drop_contained(&self.path, db);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -84,6 +94,14 @@ impl Current {
         match self.db.read() {
             Ok(g) => g.clone(),
             Err(e) => e.into_inner().clone(),
+        }
+    }
+
+    /// Takes the handle out (at close), leaving readers none.
+    pub(crate) fn take(&self) -> Option<Arc<Database>> {
+        match self.db.write() {
+            Ok(mut g) => g.take(),
+            Err(e) => e.into_inner().take(),
         }
     }
 

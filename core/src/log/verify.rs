@@ -1,11 +1,15 @@
 //! Whole-log checks: `verify` recomputes the hash chain over the exact stored bytes and reports the
-//! first break; `stats` summarises size and contents.
+//! first break; `stats` summarises size and contents. `verify_from` checks only what follows a
+//! point verified before (`serve` at start-up, with the point kept in [`VERIFIED_CHECKPOINT`]).
 
-use redb::ReadableTable;
-
-use super::{LogError, Reader};
+use super::{Head, LogError, Reader};
 use crate::event::{EVENT_KINDS, Hash32};
 use crate::record;
+
+/// The checkpoint (in the `checkpoints` table) holding the last point of the chain that was
+/// verified: seq (u64 LE) then hash (32 bytes). `serve` verifies from it to the head at start-up
+/// and stores the head there once the check passes.
+pub const VERIFIED_CHECKPOINT: &str = "log.verified";
 
 /// A verified log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +39,12 @@ struct Segment {
 }
 
 /// Why the record stored at `seq` (where `expected` should be) breaks the chain, if it does.
-fn check_record(seq: u64, expected: u64, bytes: &[u8], prev: Option<&[u8; 32]>) -> Option<String> {
+pub(crate) fn check_record(
+    seq: u64,
+    expected: u64,
+    bytes: &[u8],
+    prev: Option<&[u8; 32]>,
+) -> Option<String> {
     if seq != expected {
         return Some(format!(
             "missing record (the next stored record is seq {seq})"
@@ -49,7 +58,7 @@ fn check_record(seq: u64, expected: u64, bytes: &[u8], prev: Option<&[u8; 32]>) 
         return Some(PREV_MISMATCH.into());
     }
     if &record::recompute(seq, &env) != env.hash {
-        return Some("hash mismatch: the record's bytes were altered".into());
+        return Some(record::RecordError::HashMismatch.to_string());
     }
     record::decode(seq, bytes).err().map(|e| e.to_string())
 }
@@ -76,24 +85,68 @@ pub struct Stats {
     pub invalid: u64,
 }
 
+impl Head {
+    /// The bytes of this point as stored in [`VERIFIED_CHECKPOINT`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.seq.to_le_bytes().to_vec();
+        v.extend_from_slice(&self.hash.0);
+        v
+    }
+
+    /// A point from [`Head::encode`] bytes; `None` when they are not 40 bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Head> {
+        let (seq, hash) = bytes.split_first_chunk::<8>()?;
+        Some(Head {
+            seq: u64::from_le_bytes(*seq),
+            hash: Hash32(hash.try_into().ok()?),
+        })
+    }
+}
+
 impl Reader {
     /// Recomputes the chain from seq 1. `Ok(Err(break))` when the log is readable but not intact.
+    pub fn verify(&self) -> Result<Result<VerifyReport, ChainBreak>, LogError> {
+        self.verify_from(Head {
+            seq: 0,
+            hash: Hash32::default(),
+        })
+    }
+
+    /// The point stored in [`VERIFIED_CHECKPOINT`], if there is one and it still describes this
+    /// log (its record is present with that hash). A missing, unreadable or stale point is `None`:
+    /// verify from seq 1 then.
+    pub fn verified_point(&self) -> Result<Option<Head>, LogError> {
+        let Some(point) = self
+            .checkpoint(VERIFIED_CHECKPOINT)?
+            .and_then(|b| Head::decode(&b))
+        else {
+            return Ok(None);
+        };
+        let Some(stored) = self.get(point.seq)? else {
+            return Ok(None);
+        };
+        let same = record::envelope(stored.bytes()).is_ok_and(|env| env.hash == &point.hash.0);
+        Ok(same.then_some(point))
+    }
+
+    /// Recomputes the chain after `from` (a point already verified: the record at `from.seq`
+    /// has hash `from.hash`; seq 0 and zeros for the whole log) up to the last record, and checks
+    /// the head record in `meta` against it.
     ///
     /// Each record's hash covers its own stored `prev_hash`, so records can be re-hashed
     /// independently: the range is split across the available cores, each segment checks its own
     /// links, and the links between segments are checked after.
-    pub fn verify(&self) -> Result<Result<VerifyReport, ChainBreak>, LogError> {
-        let last = match self.events.last().map_err(|e| self.err(e))? {
-            Some((k, _)) => k.value(),
-            None => 0,
-        };
+    pub fn verify_from(&self, from: Head) -> Result<Result<VerifyReport, ChainBreak>, LogError> {
+        let last = self.last_seq()?;
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 8) as u64;
-        let per = last.div_ceil(threads).max(1);
+        let start = from.seq + 1;
+        let todo = (last + 1).saturating_sub(start);
+        let per = todo.div_ceil(threads).max(1);
         let bounds: Vec<(u64, u64)> = (0..threads)
-            .map(|i| (1 + i * per, (1 + (i + 1) * per).min(last + 1)))
+            .map(|i| (start + i * per, (start + (i + 1) * per).min(last + 1)))
             .filter(|(a, b)| a < b)
             .collect();
         let segments: Vec<Result<Segment, LogError>> = std::thread::scope(|s| {
@@ -113,7 +166,7 @@ impl Reader {
                 })
                 .collect()
         });
-        let mut carry = [0u8; 32];
+        let mut carry = from.hash.0;
         for seg in segments {
             let seg = seg?;
             if let Some(first_prev) = seg.first_prev
@@ -131,6 +184,16 @@ impl Reader {
         }
         let head = self.head()?;
         let brk = |seq, reason: String| Ok(Err(ChainBreak { seq, reason }));
+        if last < from.seq {
+            return brk(
+                last + 1,
+                format!(
+                    "the log ends at seq {last}, before the point verified earlier (seq {}): \
+                     records were removed",
+                    from.seq
+                ),
+            );
+        }
         if head.seq != last {
             return brk(
                 last + 1,
@@ -162,9 +225,9 @@ impl Reader {
             brk: None,
         };
         let mut expected = start;
-        for item in self.events.range(start..end).map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let (seq, bytes) = (k.value(), v.value());
+        for item in self.range_with_gaps(start..end)? {
+            let stored = item?;
+            let (seq, bytes) = (stored.seq, stored.bytes());
             if let Some(reason) = check_record(seq, expected, bytes, seg.last_hash.as_ref()) {
                 seg.brk = Some(ChainBreak {
                     seq: expected.min(seq),

@@ -126,7 +126,14 @@ impl Writer {
     /// Commits one batch and completes its handles; false if the commit failed.
     fn commit(&mut self, batch: &mut [Msg]) -> bool {
         let (seq0, hash0) = (self.head_seq, self.head_hash);
-        let ok = match self.write(batch) {
+        // A redb panic on a damaged file is contained (and treated as a failed commit) instead of
+        // killing the writer thread.
+        let path = self.opener.path.clone();
+        let written = super::guard::contain(&path, None, || {
+            self.write(batch)
+                .map_err(|e| super::LogError::WriteFailed(e.to_string()))
+        });
+        let ok = match written {
             Ok(()) => {
                 let mut seq = seq0;
                 for m in batch.iter() {
@@ -153,8 +160,12 @@ impl Writer {
                 // The transaction was not committed: roll the chain head back so seqs stay gapless.
                 self.head_seq = seq0;
                 self.head_hash = hash0;
+                let reason = match e {
+                    super::LogError::WriteFailed(m) => m,
+                    other => other.to_string(),
+                };
                 self.shared.set_error(format!(
-                    "commit to {} failed: {e}",
+                    "commit to {} failed: {reason}",
                     self.opener.path.display()
                 ));
                 self.shared.failing.store(true, Ordering::Release);
@@ -190,7 +201,10 @@ impl Writer {
         // The failed handle answers "Previous I/O error" forever; it must be closed (releasing
         // the file lock) before the file can be opened again.
         self.current.set(None);
-        self.db = None;
+        // Closing a redb handle on a damaged file can panic: inside the storage boundary.
+        if let Some(db) = self.db.take() {
+            super::guard::drop_contained(&self.opener.path, db);
+        }
         let mut attempt: u32 = 0;
         let mut last = Instant::now();
         let mut next = last + self.backoff.delay(attempt);
