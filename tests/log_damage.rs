@@ -6,8 +6,9 @@
 //! - one copy per 4 KiB page with one byte flipped at a seeded offset inside that page: `log verify`
 //!   runs on every one of them, every other read command on the first three pages and every 24th
 //!   (all nine commands on every page would take minutes on 2 cores; this is the deterministic
-//!   spread). Pages that were never written (all zeros: the tail redb grows the file by, which
-//!   nothing references) are sampled, every 8th, for the same reason;
+//!   spread, and `OMNIROUTE_DAMAGE_FULL=1` runs every command and `serve` on every page). Pages
+//!   that were never written (all zeros: the tail redb grows the file by, which nothing
+//!   references) are sampled, every 8th, for the same reason;
 //! - one byte flipped at each of 12 seeded offsets anywhere in the file, 4 copies with 8 flips
 //!   each, and the case, every page's middle byte flipped: every read command;
 //! - truncated at 0, 1, 4095, 4096, 4097, 8192 bytes, at every eighth of the file, and one byte
@@ -61,10 +62,12 @@ fn cases(base: &[u8]) -> Vec<Case> {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut out = Vec::new();
     let pages = base.len() / PAGE;
+    // `OMNIROUTE_DAMAGE_FULL=1`: every read command and `serve` on every page's copy (minutes).
+    let full = std::env::var_os("OMNIROUTE_DAMAGE_FULL").is_some();
     for p in 0..pages {
         let at = p * PAGE + (rng.next_u32() as usize % PAGE);
         let unwritten = base[p * PAGE..(p + 1) * PAGE].iter().all(|&b| b == 0);
-        if unwritten && p % 8 != 0 {
+        if unwritten && p % 8 != 0 && !full {
             continue;
         }
         out.push(Case {
@@ -72,6 +75,7 @@ fn cases(base: &[u8]) -> Vec<Case> {
             bytes: flipped(base, &[at], &mut rng),
             runs: match p {
                 0..=2 => Runs::AllAndServe,
+                _ if full => Runs::AllAndServe,
                 p if p % 24 == 0 => Runs::All,
                 _ => Runs::Verify,
             },
