@@ -76,6 +76,12 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::List { data } => {
             let keys: Vec<KeyView> =
                 Source::open(&data)?.get_log("/api/keys", crate::admin::keys)?;
+            if keys.is_empty() {
+                // On stderr: stdout stays the (empty) list for scripts.
+                eprintln!(
+                    "no keys: /v1 serves loopback clients only; create one with `omniroute keys create --name NAME`"
+                );
+            }
             for k in keys {
                 println!(
                     "{}  {:<20} {:<40} {}",
