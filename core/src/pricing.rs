@@ -2,12 +2,13 @@
 //! token (1 USD/1M tokens = 1,000,000 pico-dollars/token), so cost arithmetic is exact integers.
 //! A model without a price is *unpriced*: its cost is [`Cost::Unpriced`], never zero.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Cost, Tokens};
 
 /// Pico-dollars per token for each disjoint token bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     pub input: u64,
     pub output: u64,

@@ -2,14 +2,20 @@
 //! written ([`raw`]: unknown keys rejected, errors carry the key path and line), then
 //! [`validate`] into the runtime [`Config`] (references resolved to indexes, defaults applied,
 //! combos that name other combos expanded). The effective config's blake3 hash is its
-//! `config_version`, stamped on every event.
+//! `config_version`, stamped on every event: it hashes [`Config::canonical_json`], and
+//! [`Config::from_canonical`] turns those bytes back into the same config, so a log that stores
+//! each version's bytes under its hash can rebuild the config any decision was made with.
+//! [`diff()`] compares two configs field by field; [`set_path`] and [`carry_over`] apply runtime
+//! changes and carry them across a restart (the rule is in the `diff` module).
 //!
 //! With no file, [`Config::builtin`] gives a default built from `default.toml` (mock providers only),
 //! so everything works with zero setup.
 
+mod diff;
 mod raw;
 mod validate;
 
+pub use diff::{Carried, FieldChange, carry_over, diff, runtime_changeable, set_path};
 pub use validate::MAX_BREAKER_FAILURES;
 
 use std::collections::HashMap;
@@ -79,14 +85,16 @@ impl Capability {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Server {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_body_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub durability: Durability,
     pub store_bodies: bool,
@@ -98,7 +106,8 @@ pub struct LogConfig {
     pub cache_size_mb: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Provider {
     pub id: String,
     pub kind: ProviderKind,
@@ -110,7 +119,8 @@ pub struct Provider {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Model {
     pub id: String,
     /// Index into [`Config::providers`].
@@ -124,14 +134,16 @@ pub struct Model {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     /// Index into [`Config::models`].
     pub model: usize,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Combo {
     pub id: String,
     pub strategy: Strategy,
@@ -142,7 +154,8 @@ pub struct Combo {
 }
 
 /// Weights of the `auto` strategy's normalised factors (each factor is in 0..=1, higher is better).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AutoWeights {
     pub cost: f64,
     pub latency: f64,
@@ -165,7 +178,8 @@ impl Default for AutoWeights {
 }
 
 /// Breaker, retry and timeout numbers. A profile gives all of them; each can be overridden.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Resilience {
     pub profile: Profile,
     /// Failures within `breaker_window_ms` that open a target's circuit.
@@ -223,7 +237,8 @@ impl Resilience {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RouterConfig {
     pub auto_weights: AutoWeights,
     /// Output tokens assumed when a request sets no `max_tokens` (for cost estimates).
@@ -231,7 +246,8 @@ pub struct RouterConfig {
 }
 
 /// The validated runtime config.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: Server,
     pub log: LogConfig,
@@ -361,8 +377,81 @@ impl Config {
             .enumerate()
             .map(|(i, c)| (c.id.clone(), i))
             .collect();
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        self.version = Hash32::of(&canonical);
+        self.version = Hash32::of(&self.canonical_json());
+    }
+
+    /// The canonical JSON encoding of the effective config: the bytes `config_version` hashes, so
+    /// stored under that hash they are a content-addressed blob [`Config::from_canonical`] turns
+    /// back into this exact config. Fields appear in declaration order; the lookups and the
+    /// version itself are not part of it.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        // Serializing can only fail on a non-UTF-8 `data_dir`, which a TOML file cannot spell.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Rebuilds a config from its [`canonical_json`](Config::canonical_json) bytes, e.g. a blob
+    /// read back from the event log. The bytes must be exactly canonical: the rebuilt config's
+    /// version must equal their blake3 hash, so a blob found under a `config_version` key yields
+    /// the config that version names and nothing else (re-formatted or edited JSON is refused
+    /// rather than silently given a different version).
+    pub fn from_canonical(bytes: &[u8]) -> Result<Config, String> {
+        let mut config: Config =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a canonical config: {e}"))?;
+        config.reindex();
+        let hash = Hash32::of(bytes);
+        if config.version != hash {
+            return Err(format!(
+                "not a canonical config: its bytes hash to {hash} but the config they decode to \
+                 re-encodes as {} (JSON that was re-formatted, re-ordered or had numbers rewritten)",
+                config.version
+            ));
+        }
+        config
+            .check_references()
+            .map_err(|e| format!("not a canonical config: {e}"))?;
+        Ok(config)
+    }
+
+    /// The invariants [`validate`] guarantees and the rest of the code indexes by: unique ids and
+    /// in-range indexes. Checked again when a config is rebuilt from JSON (a log blob, a runtime
+    /// change) because those bypass validation, and an out-of-range index would be a panic later.
+    fn check_references(&self) -> Result<(), String> {
+        fn unique<'a>(kind: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), String> {
+            let mut seen = std::collections::HashSet::new();
+            for id in ids {
+                if !seen.insert(id) {
+                    return Err(format!("duplicate {kind} id {id:?}"));
+                }
+            }
+            Ok(())
+        }
+        unique("provider", self.providers.iter().map(|p| p.id.as_str()))?;
+        unique("model", self.models.iter().map(|m| m.id.as_str()))?;
+        unique("combo", self.combos.iter().map(|c| c.id.as_str()))?;
+        for m in &self.models {
+            if m.provider >= self.providers.len() {
+                return Err(format!(
+                    "model {:?} names provider #{} of {}",
+                    m.id,
+                    m.provider,
+                    self.providers.len()
+                ));
+            }
+        }
+        for c in &self.combos {
+            if self.model_ix.contains_key(&c.id) {
+                return Err(format!("{:?} is both a combo id and a model id", c.id));
+            }
+            if let Some(t) = c.targets.iter().find(|t| t.model >= self.models.len()) {
+                return Err(format!(
+                    "combo {:?} targets model #{} of {}",
+                    c.id,
+                    t.model,
+                    self.models.len()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
