@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use omniroute_core::config::Config;
 use omniroute_core::event::{Event, Hash32, RequestId, Strategy};
+use omniroute_core::flow::fold::DecisionReport;
 use omniroute_core::log::Reader;
 use omniroute_projections::audit::AuditView;
 use omniroute_projections::combos::ComboMetrics;
@@ -283,6 +284,15 @@ pub fn log_verify(reader: &Reader) -> Result<LogVerifyView, ApiError> {
     })
 }
 
+/// `GET /api/log/decisions`: every recorded decision derived again from the log alone
+/// (`omniroute_core::flow::fold`); `progress(done, total)` follows the fold.
+pub fn log_verify_decisions(
+    reader: &Reader,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<DecisionReport, ApiError> {
+    omniroute_core::flow::fold::verify_decisions(reader, progress).map_err(unreadable)
+}
+
 /// The query of `GET /api/log/tail`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -379,9 +389,8 @@ pub struct KeyView {
 }
 
 pub fn keys(reader: &Reader) -> Result<Vec<KeyView>, ApiError> {
-    Ok(crate::engine::restore::restore(reader)
+    Ok(crate::engine::restore::keys(reader)
         .map_err(unreadable)?
-        .keys
         .into_iter()
         .map(|k| KeyView {
             id: k.id,

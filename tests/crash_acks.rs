@@ -174,11 +174,17 @@ fn round(durability: &str, seed: u64) {
         "the chain survives the kill"
     );
     let restored = omniroute::engine::restore::restore(&reader).unwrap();
+    let budgets = &restored.state.as_ref().unwrap().0.budgets;
     let mut strategies = Vec::new();
     let mut costs: HashMap<RequestId, u64> = HashMap::new();
     for s in reader.range(..).unwrap() {
         match s.unwrap().record().unwrap().event.to_owned_event().unwrap() {
-            Event::ConfigChanged(c) => strategies.push(c.detail),
+            Event::ConfigChangedV2(c) => strategies.extend(
+                c.changes
+                    .into_iter()
+                    .filter(|f| f.path.ends_with(".strategy"))
+                    .filter_map(|f| f.to),
+            ),
             Event::RequestCompleted(c) if c.status == 200 => {
                 let Cost::Micros(m) = c.cost else { panic!() };
                 costs.insert(c.request_id, m);
@@ -187,26 +193,20 @@ fn round(durability: &str, seed: u64) {
         }
     }
     for (session, limit) in &acked.guards {
-        let g = restored.guards.get(session).unwrap_or_else(|| {
+        let g = budgets.get(session).unwrap_or_else(|| {
             panic!("{durability} seed {seed}: acknowledged guard {session} lost")
         });
         assert_eq!(g.limit_micros, *limit);
     }
-    // Each acknowledged switch is one ConfigChanged naming its new strategy, in order.
-    let recorded: Vec<&String> = strategies
-        .iter()
-        .filter(|d| d.contains("strategy"))
-        .collect();
+    // Each acknowledged switch is one ConfigChangedV2 naming its new strategy, in order.
+    let recorded: Vec<&String> = strategies.iter().collect();
     assert!(
         recorded.len() >= acked.strategies.len(),
         "{durability} seed {seed}: {recorded:?}"
     );
     for (d, s) in recorded.iter().zip(&acked.strategies) {
-        // The detail spells the strategy without its hyphen ("-> roundrobin").
-        assert!(
-            d.ends_with(&format!("-> {}", s.replace('-', ""))),
-            "{d} vs {s}"
-        );
+        // The change's new value is the strategy as canonical JSON ("\"round-robin\"").
+        assert_eq!(**d, format!("{s:?}"), "{d} vs {s}");
     }
     let mut seen = 0;
     for id in &acked.served {
@@ -214,7 +214,7 @@ fn round(durability: &str, seed: u64) {
             panic!("{durability} seed {seed}: served request {id} not in the log")
         });
     }
-    let g = restored.guards.get("G").unwrap();
+    let g = budgets.get("G").unwrap();
     assert!(
         g.spent_micros >= seen,
         "{durability} seed {seed}: restored spend {} < {seen} seen by the client",

@@ -16,7 +16,7 @@ const NO_RETRY: &str = "[resilience]\nmax_retries = 0\n";
 
 const FELL_BACK_ONCE: [&str; 8] = [
     "RequestReceived",
-    "RouteDecided",
+    "RouteDecidedV2",
     "AttemptStarted",
     "AttemptFinished",
     "FallbackTriggered",
@@ -64,7 +64,7 @@ async fn a_500_is_retried_on_the_same_target_then_succeeds() {
         gw.kinds(&id),
         [
             "RequestReceived",
-            "RouteDecided",
+            "RouteDecidedV2",
             "AttemptStarted",
             "AttemptFinished",
             "AttemptStarted",
@@ -120,9 +120,10 @@ async fn a_429_falls_back_and_its_retry_after_is_honoured_as_a_cooldown() {
     };
     assert_eq!(af.error.as_ref().unwrap().retry_after_ms, Some(60_000));
     let ev2 = gw.events(&id2);
-    let Event::RouteDecided(d) = &ev2[1] else {
+    let Event::RouteDecidedV2(d) = &ev2[1] else {
         panic!()
     };
+    let d = &d.decided;
     assert_eq!(
         d.candidates[0].excluded.as_ref().unwrap().reason,
         ExclusionReason::CoolingDown
@@ -131,7 +132,7 @@ async fn a_429_falls_back_and_its_retry_after_is_honoured_as_a_cooldown() {
         gw.kinds(&id2),
         [
             "RequestReceived",
-            "RouteDecided",
+            "RouteDecidedV2",
             "AttemptStarted",
             "AttemptFinished",
             "RequestCompleted"
@@ -185,7 +186,7 @@ async fn a_400_is_returned_without_fallback() {
         gw.kinds(&id),
         [
             "RequestReceived",
-            "RouteDecided",
+            "RouteDecidedV2",
             "AttemptStarted",
             "AttemptFinished",
             "RequestCompleted"
@@ -207,7 +208,8 @@ async fn the_breaker_opens_skips_the_target_and_a_half_open_probe_closes_it() {
     .await;
     let b = Fake::start(vec![], Step::ok("b")).await;
     let extra = "[resilience]\nmax_retries = 0\nbreaker_failures = 3\nbreaker_window_ms = 60000\nbreaker_cooldown_ms = 300\n";
-    let mut gw = Gateway::start(&two_upstreams(&a, &b, extra)).await;
+    let (mut gw, clock) =
+        Gateway::start_clocked(&two_upstreams(&a, &b, extra), 1_800_000_000_000).await;
     for _ in 0..3 {
         assert_eq!(
             gw.chat(json!({ "model": "ab", "messages": user("x") }))
@@ -224,22 +226,30 @@ async fn the_breaker_opens_skips_the_target_and_a_half_open_probe_closes_it() {
         .chat(json!({ "model": "ab", "messages": user("x") }))
         .await;
     let ev = gw.events(&rid(&r));
-    let Event::RouteDecided(d) = &ev[1] else {
+    let Event::RouteDecidedV2(d) = &ev[1] else {
         panic!()
     };
+    let d = &d.decided;
     assert_eq!(
         d.candidates[0].excluded.as_ref().unwrap().reason,
         ExclusionReason::CircuitOpen
     );
     assert_eq!((a.calls(), b.calls()), (3, 4));
-    // After the cooldown (real time must pass for it), one probe goes to a and closes the circuit.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Still open a moment before the cooldown ends (the flow's clock is the test's).
+    clock.advance(299);
+    let r = gw
+        .chat(json!({ "model": "ab", "messages": user("x") }))
+        .await;
+    assert_eq!(r.headers()["x-omniroute-route"], "b/model-b; attempts=1");
+    assert_eq!((a.calls(), b.calls()), (3, 5));
+    // After the cooldown, one probe goes to a and closes the circuit.
+    clock.advance(1);
     let r = gw
         .chat(json!({ "model": "ab", "messages": user("x") }))
         .await;
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "a is back");
-    assert_eq!((a.calls(), b.calls()), (4, 4));
+    assert_eq!((a.calls(), b.calls()), (4, 5));
     let changes: Vec<(String, String)> = gw
         .all_events()
         .iter()
@@ -388,7 +398,7 @@ async fn a_stream_cut_midway_ends_with_an_in_band_error_and_is_recorded() {
         gw.kinds(&id),
         [
             "RequestReceived",
-            "RouteDecided",
+            "RouteDecidedV2",
             "AttemptStarted",
             "AttemptFinished",
             "RequestCompleted"

@@ -80,7 +80,7 @@ async fn concurrent_requests_never_overspend_a_block_guard() {
     }
     assert_eq!(ok + blocked, 200);
     assert!(ok >= 1 && blocked >= 1, "ok {ok} blocked {blocked}");
-    let g = gw.engine.budgets.get("s1").unwrap();
+    let g = gw.engine.guard("s1").unwrap();
     assert_eq!(g.reserved_micros, 0, "every reservation was settled");
     assert_eq!(g.spent_micros, ok * ACTUAL_A);
     assert!(g.spent_micros <= g.limit_micros + WORST_A, "{g:?}");
@@ -123,10 +123,11 @@ async fn block_degrade_and_alert_behave_as_specified() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-omniroute-route"], "b/model-b; attempts=1");
     let ev = gw.events(&rid(&r));
-    let Some(Event::RouteDecided(d)) = ev.iter().find(|e| matches!(e, Event::RouteDecided(_)))
+    let Some(Event::RouteDecidedV2(d)) = ev.iter().find(|e| matches!(e, Event::RouteDecidedV2(_)))
     else {
         panic!()
     };
+    let d = &d.decided;
     assert_eq!(
         d.candidates[0].excluded.as_ref().unwrap().reason,
         omniroute_core::event::ExclusionReason::Budget
@@ -334,10 +335,10 @@ async fn budget_guards_and_spending_survive_a_restart() {
     for _ in 0..3 {
         assert_eq!(chat_in(&gw, "keep", "ab").await.status(), 200);
     }
-    let before = gw.engine.budgets.get("keep").unwrap();
+    let before = gw.engine.guard("keep").unwrap();
     assert_eq!(before.spent_micros, 3 * ACTUAL_A);
     let mut gw = gw.restart().await;
-    let after = gw.engine.budgets.get("keep").unwrap();
+    let after = gw.engine.guard("keep").unwrap();
     assert_eq!(
         (
             after.limit_micros,

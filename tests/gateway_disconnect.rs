@@ -51,7 +51,7 @@ fn assert_settled(gw: &Gateway, c: &RequestCompleted) {
         Some("client_closed")
     );
     assert_eq!(c.attempts, 1, "no further attempt after the client left");
-    let g = gw.engine.budgets.get("S1").unwrap();
+    let g = gw.engine.guard("S1").unwrap();
     assert_eq!(g.reserved_micros, 0, "the reservation is settled");
     let Cost::Micros(cost) = c.cost else {
         panic!("priced model")

@@ -207,16 +207,22 @@ async fn explain_cost_sessions_providers_and_combos_tell_what_happened() {
     let r = gw
         .chat(json!({ "model": "ab", "messages": user("x") }))
         .await;
-    let Event::RouteDecided(d) = &gw.events(&rid(&r))[1] else {
+    let Event::RouteDecidedV2(d) = &gw.events(&rid(&r))[1] else {
         panic!()
     };
+    let d = &d.decided;
     assert_eq!(d.strategy, Strategy::Weighted);
     let change = gw.all_events().into_iter().find_map(|e| match e {
-        Event::ConfigChanged(c) if c.kind == ConfigChangeKind::StrategySet => Some(c),
+        Event::ConfigChangedV2(c) if c.kind == ConfigChangeKind::StrategySet => Some(c),
         _ => None,
     });
     let change = change.unwrap();
-    assert_eq!(change.detail, "combo ab: strategy priority -> weighted");
+    assert_eq!(
+        change.detail,
+        "combos.ab.strategy: \"priority\" -> \"weighted\""
+    );
+    assert_eq!(change.changes.len(), 1);
+    assert_eq!(change.changes[0].path, "combos.ab.strategy");
     assert_eq!(change.config_version, gw.engine.config().version());
     assert_ne!(change.previous_version, Some(change.config_version));
     let r = Gateway::client()

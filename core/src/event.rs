@@ -10,8 +10,13 @@
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::Serialize;
 
-/// Schema version written in every record envelope by this build.
+/// Schema version of records written before `RouteDecidedV2` and `ConfigChangedV2` existed.
 pub const SCHEMA_V1: u16 = 1;
+/// Schema version written in every record envelope by this build: v1 plus the `...V2` variants.
+/// A build reads every version up to its own.
+pub const SCHEMA_V2: u16 = 2;
+/// The schema version this build writes.
+pub const SCHEMA: u16 = SCHEMA_V2;
 
 /// A request id: a 128-bit ULID, shown in its 26-character Crockford form.
 #[derive(
@@ -660,6 +665,110 @@ pub struct KeyRevoked {
     pub actor: String,
 }
 
+/// Everything `decide` read from the request (the router's `RouteInput`, owned).
+#[derive(
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
+    Serialize,
+    serde::Deserialize,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+)]
+#[rkyv(derive(Debug))]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct RouteInputRecord {
+    pub requested: String,
+    pub est_prompt_tokens: u32,
+    /// The effective `max_tokens` (after a budget guard capped an unbounded request).
+    pub max_tokens: Option<u32>,
+    /// Capabilities the request needs (bit set of `Capability::bit`).
+    pub required: u8,
+    pub min_tier: Option<u8>,
+    /// The highest tier a degrading budget guard allowed.
+    pub max_tier: Option<u8>,
+    pub budget_left_micros: Option<u64>,
+}
+
+/// A session's budget guard as the request's verdict saw it, and what the verdict did.
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
+#[rkyv(derive(Debug))]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct BudgetSeen {
+    pub session_id: String,
+    pub limit_micros: u64,
+    pub action: BudgetAction,
+    pub degrade_to_tier: Option<u8>,
+    /// Spent and reserved by the session before this request.
+    pub spent_micros: u64,
+    pub reserved_micros: u64,
+    /// This request's worst-case cost at full tier.
+    pub worst_micros: u64,
+    /// What this request reserved (0 when none).
+    pub reserved_now_micros: u64,
+}
+
+/// `RouteDecided` with everything the decision read, so it can be derived again from the log
+/// alone (`omniroute log verify --decisions`).
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
+#[rkyv(derive(Debug))]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct RouteDecidedV2 {
+    pub decided: RouteDecided,
+    pub input: RouteInputRecord,
+    /// The clock value `decide` ran at (also the record's `ts_ms`).
+    pub now_ms: u64,
+    /// Digest of the Health `decide` saw: the combo's targets and its round-robin cursor.
+    pub health_digest: Hash32,
+    /// The session's budget guard, when it has one.
+    pub budget: Option<BudgetSeen>,
+}
+
+/// One field of the config that changed, by path (`combos.fast.strategy`: arrays of objects
+/// with an `id` are keyed by it); values are canonical JSON, `None` when absent.
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
+#[rkyv(derive(Debug))]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ConfigFieldChange {
+    pub path: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// `ConfigChanged` that says structurally what changed. Every version it names is stored in the
+/// log's blobs under that version (its canonical JSON hashes to it).
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
+)]
+#[rkyv(derive(Debug))]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ConfigChangedV2 {
+    /// Who changed it: "startup", "admin-api", "mcp:<key id>", "cli".
+    pub actor: String,
+    /// `Loaded` marks a process start.
+    pub kind: ConfigChangeKind,
+    pub detail: String,
+    pub previous_version: Option<Hash32>,
+    pub config_version: Hash32,
+    /// Version of the config file as read (the base that runtime changes are layered on).
+    pub file_version: Hash32,
+    /// Previous effective config -> this one.
+    pub changes: Vec<ConfigFieldChange>,
+    /// At start-up: runtime changes carried over onto the file, and those dropped because the
+    /// file itself changed the same field (`to` is then the file's value).
+    pub kept: Vec<ConfigFieldChange>,
+    pub dropped: Vec<ConfigFieldChange>,
+}
+
 /// Every event the log can hold. Payloads are boxed so the archived root keeps one size forever.
 #[derive(
     Archive, RkyvSerialize, RkyvDeserialize, Serialize, serde::Deserialize, Clone, Debug, PartialEq,
@@ -682,10 +791,12 @@ pub enum Event {
     CacheHit(Box<CacheHit>),
     KeyCreated(Box<KeyCreated>),
     KeyRevoked(Box<KeyRevoked>),
+    RouteDecidedV2(Box<RouteDecidedV2>),
+    ConfigChangedV2(Box<ConfigChangedV2>),
 }
 
 /// The kinds of [`Event`], in tag order; used for stats and filters.
-pub const EVENT_KINDS: [&str; 14] = [
+pub const EVENT_KINDS: [&str; 16] = [
     "RequestReceived",
     "RouteDecided",
     "AttemptStarted",
@@ -700,7 +811,12 @@ pub const EVENT_KINDS: [&str; 14] = [
     "CacheHit",
     "KeyCreated",
     "KeyRevoked",
+    "RouteDecidedV2",
+    "ConfigChangedV2",
 ];
+
+/// How many kinds schema v1 had (the first ones of [`EVENT_KINDS`]).
+pub const EVENT_KINDS_V1: usize = 14;
 
 macro_rules! per_variant {
     ($self:expr, $ty:ident, |$p:ident| $body:expr) => {
@@ -719,6 +835,8 @@ macro_rules! per_variant {
             $ty::CacheHit($p) => $body,
             $ty::KeyCreated($p) => $body,
             $ty::KeyRevoked($p) => $body,
+            $ty::RouteDecidedV2($p) => $body,
+            $ty::ConfigChangedV2($p) => $body,
         }
     };
 }
@@ -748,9 +866,22 @@ scoped!(
         BudgetExceeded / ArchivedBudgetExceeded, CacheHit / ArchivedCacheHit;
     maybe: CircuitChanged / ArchivedCircuitChanged;
     never: BudgetGuardSet / ArchivedBudgetGuardSet, ConfigChanged / ArchivedConfigChanged,
+        ConfigChangedV2 / ArchivedConfigChangedV2,
         ToolCalled / ArchivedToolCalled, KeyCreated / ArchivedKeyCreated,
         KeyRevoked / ArchivedKeyRevoked
 );
+
+impl RequestScoped for RouteDecidedV2 {
+    fn request(&self) -> Option<RequestId> {
+        Some(self.decided.request_id)
+    }
+}
+
+impl RequestScoped for ArchivedRouteDecidedV2 {
+    fn request(&self) -> Option<RequestId> {
+        Some(self.decided.request_id.get())
+    }
+}
 
 impl Event {
     /// The variant's name, as in [`EVENT_KINDS`].
@@ -784,6 +915,8 @@ fn per_variant_index(e: &Event) -> usize {
         Event::CacheHit(_) => 11,
         Event::KeyCreated(_) => 12,
         Event::KeyRevoked(_) => 13,
+        Event::RouteDecidedV2(_) => 14,
+        Event::ConfigChangedV2(_) => 15,
     }
 }
 
@@ -803,6 +936,8 @@ fn archived_index(e: &ArchivedEvent) -> usize {
         ArchivedEvent::CacheHit(_) => 11,
         ArchivedEvent::KeyCreated(_) => 12,
         ArchivedEvent::KeyRevoked(_) => 13,
+        ArchivedEvent::RouteDecidedV2(_) => 14,
+        ArchivedEvent::ConfigChangedV2(_) => 15,
     }
 }
 
@@ -820,6 +955,15 @@ impl ArchivedEvent {
         per_variant!(self, ArchivedEvent, |p| p.request())
     }
 
+    /// The routing decision of a `RouteDecided` of either version.
+    pub fn route_decided(&self) -> Option<&ArchivedRouteDecided> {
+        match self {
+            ArchivedEvent::RouteDecided(d) => Some(d),
+            ArchivedEvent::RouteDecidedV2(d) => Some(&d.decided),
+            _ => None,
+        }
+    }
+
     /// Deserializes into the owned form (allocates; prefer reading the archived form in place).
     pub fn to_owned_event(&self) -> Result<Event, rkyv::rancor::Error> {
         rkyv::deserialize::<Event, rkyv::rancor::Error>(self)
@@ -833,5 +977,38 @@ pub(crate) mod tests {
     /// Finite floats only: NaN would make equality-based round-trip checks meaningless.
     pub fn finite() -> impl Strategy<Value = f64> {
         prop::num::f64::NORMAL | prop::num::f64::ZERO
+    }
+}
+
+impl ArchivedHash32 {
+    pub fn get(&self) -> Hash32 {
+        Hash32(self.0)
+    }
+}
+
+impl ArchivedErrorClass {
+    pub fn get(&self) -> ErrorClass {
+        match self {
+            ArchivedErrorClass::Timeout => ErrorClass::Timeout,
+            ArchivedErrorClass::RateLimited => ErrorClass::RateLimited,
+            ArchivedErrorClass::QuotaExhausted => ErrorClass::QuotaExhausted,
+            ArchivedErrorClass::Overloaded => ErrorClass::Overloaded,
+            ArchivedErrorClass::ServerError => ErrorClass::ServerError,
+            ArchivedErrorClass::ContextOverflow => ErrorClass::ContextOverflow,
+            ArchivedErrorClass::Auth => ErrorClass::Auth,
+            ArchivedErrorClass::BadRequest => ErrorClass::BadRequest,
+            ArchivedErrorClass::Network => ErrorClass::Network,
+            ArchivedErrorClass::StreamCut => ErrorClass::StreamCut,
+        }
+    }
+}
+
+impl ArchivedBudgetAction {
+    pub fn get(&self) -> BudgetAction {
+        match self {
+            ArchivedBudgetAction::Block => BudgetAction::Block,
+            ArchivedBudgetAction::Degrade => BudgetAction::Degrade,
+            ArchivedBudgetAction::Alert => BudgetAction::Alert,
+        }
     }
 }

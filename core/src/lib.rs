@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod event;
+pub mod flow;
 pub mod log;
 pub mod pricing;
 pub mod record;

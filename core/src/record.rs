@@ -12,7 +12,7 @@
 //! The sequence number is the table key, not part of the value, but it is part of the hash. The hash
 //! covers the exact stored bytes, never a re-encoding, so any flipped byte shows up in `log verify`.
 
-use crate::event::{ArchivedEvent, Event, SCHEMA_V1};
+use crate::event::{ArchivedEvent, Event, SCHEMA, SCHEMA_V1};
 
 pub const HEADER_LEN: usize = 74;
 const TS: usize = 2;
@@ -24,7 +24,7 @@ const HASH: usize = 42;
 pub enum RecordError {
     #[error("record is {0} bytes, shorter than its {HEADER_LEN}-byte envelope")]
     TooShort(usize),
-    #[error("record has schema version {0}, which this build cannot read (it reads 1)")]
+    #[error("record has schema version {0}, which this build cannot read (it reads 1 to {SCHEMA})")]
     UnknownSchema(u16),
     #[error("event bytes fail validation: {0}")]
     Invalid(String),
@@ -84,7 +84,7 @@ pub fn envelope(bytes: &[u8]) -> Result<Envelope<'_>, RecordError> {
 /// Validates a stored value and returns a zero-copy view of it.
 pub fn decode(seq: u64, bytes: &[u8]) -> Result<RecordRef<'_>, RecordError> {
     let env = envelope(bytes)?;
-    if env.schema != SCHEMA_V1 {
+    if !(SCHEMA_V1..=SCHEMA).contains(&env.schema) {
         return Err(RecordError::UnknownSchema(env.schema));
     }
     let event = rkyv::access::<ArchivedEvent, rkyv::rancor::Error>(env.event_bytes)
@@ -137,7 +137,7 @@ pub fn recompute(seq: u64, env: &Envelope<'_>) -> [u8; 32] {
 /// once the writer knows the sequence number. Encoding happens on the producer's thread.
 pub fn encode(event: &Event, ts_ms: u64) -> Result<Vec<u8>, rkyv::rancor::Error> {
     let mut buf = Vec::with_capacity(HEADER_LEN + 256);
-    buf.extend_from_slice(&SCHEMA_V1.to_le_bytes());
+    buf.extend_from_slice(&SCHEMA.to_le_bytes());
     buf.extend_from_slice(&ts_ms.to_le_bytes());
     buf.resize(HEADER_LEN, 0);
     // rkyv positions are relative, and the unaligned format never pads, so the envelope prefix

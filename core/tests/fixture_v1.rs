@@ -283,7 +283,7 @@ fn every_record_of_the_v1_fixture_decodes() {
     }
     assert_eq!(
         kinds.len(),
-        EVENT_KINDS.len(),
+        EVENT_KINDS_V1,
         "the fixture must hold every kind"
     );
     assert_eq!(reader.blob(&Hash32::of(BLOB)).unwrap().unwrap(), BLOB);

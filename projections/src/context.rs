@@ -61,8 +61,10 @@ impl Context {
                 );
                 None
             }
-            ArchivedEvent::RouteDecided(d) => {
-                if let Some(o) = self.open.get_mut(&d.request_id.get().0) {
+            ArchivedEvent::RouteDecided(_) | ArchivedEvent::RouteDecidedV2(_) => {
+                if let Some(d) = event.route_decided()
+                    && let Some(o) = self.open.get_mut(&d.request_id.get().0)
+                {
                     o.combo = Some(d.combo.as_str().to_string());
                 }
                 None

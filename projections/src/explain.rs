@@ -4,7 +4,7 @@
 
 use omniroute_core::event::{
     AttemptFinished, BudgetExceeded, CircuitChanged, Event, FallbackTriggered, RequestCompleted,
-    RequestId, RequestReceived, RouteDecided, Target,
+    RequestId, RequestReceived, RouteDecided, RouteInputRecord, Target,
 };
 use omniroute_core::log::Reader;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,10 @@ pub struct Explain {
     pub received_ms: Option<u64>,
     pub request: Option<RequestReceived>,
     pub route: Option<RouteDecided>,
+    /// What the decision read from the request (after the budget verdict), when recorded
+    /// (`RouteDecidedV2`).
+    #[serde(default)]
+    pub route_input: Option<RouteInputRecord>,
     pub attempts: Vec<AttemptStory>,
     pub fallbacks: Vec<FallbackTriggered>,
     /// Circuit changes this request's outcomes caused.
@@ -68,6 +72,7 @@ pub fn explain(reader: &Reader, id: RequestId) -> Result<Option<Explain>, Error>
         received_ms: None,
         request: None,
         route: None,
+        route_input: None,
         attempts: Vec::new(),
         fallbacks: Vec::new(),
         circuits: Vec::new(),
@@ -96,6 +101,11 @@ pub fn explain(reader: &Reader, id: RequestId) -> Result<Option<Explain>, Error>
                 x.request = Some(*r);
             }
             Event::RouteDecided(d) => x.route = Some(*d),
+            Event::RouteDecidedV2(d) => {
+                let d = *d;
+                x.route = Some(d.decided);
+                x.route_input = Some(d.input);
+            }
             Event::AttemptStarted(a) => x.attempts.push(AttemptStory {
                 attempt: a.attempt,
                 target: a.target,

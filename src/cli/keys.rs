@@ -96,9 +96,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::Revoke { data, id } => {
             let log = data.open_log()?;
             let reader = log.reader().map_err(|e| e.to_string())?;
-            let all = crate::engine::restore::restore(&reader)
-                .map_err(|e| e.to_string())?
-                .keys;
+            let all = crate::engine::restore::keys(&reader).map_err(|e| e.to_string())?;
             drop(reader);
             let matches: Vec<_> = all
                 .iter()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use omniroute_core::event::{Cost, Event, Target};
+use omniroute_core::flow::fold::DecisionReport;
 use omniroute_core::log::LOG_FILE;
 
 use super::source::{Failure, Source, api_message, call};
@@ -18,10 +19,16 @@ use omniroute_core::time::rfc3339_ms;
 
 #[derive(Subcommand)]
 pub enum LogCommand {
-    /// Recompute the hash chain from seq 1; exit 1 naming the first bad seq.
+    /// Recompute the hash chain from seq 1; exit 1 naming the first bad seq. With
+    /// `--decisions`, derive every recorded routing decision again from the log alone instead;
+    /// exit 1 naming the first request that diverges and the field that differs.
     Verify {
         #[command(flatten)]
         data: DataArgs,
+        /// Re-derive every recorded `RouteDecided` (budget verdict, inputs, Health, plan) from
+        /// the log alone and compare byte for byte.
+        #[arg(long)]
+        decisions: bool,
     },
     /// Print the last events.
     Tail {
@@ -66,7 +73,13 @@ pub enum LogCommand {
 
 pub fn run(cmd: LogCommand) -> CliResult {
     match cmd {
-        LogCommand::Verify { data } => verify(&data),
+        LogCommand::Verify { data, decisions } => {
+            if decisions {
+                verify_decisions(&data)
+            } else {
+                verify(&data)
+            }
+        }
         LogCommand::Tail {
             data,
             n,
@@ -97,6 +110,75 @@ fn verify(data: &DataArgs) -> CliResult {
         }
         Some(b) => {
             println!("broken: seq {}: {} in {}", b.seq, b.reason, v.path);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn verify_decisions(data: &DataArgs) -> CliResult {
+    use std::io::IsTerminal;
+    let src = Source::open(data)?;
+    let started = std::time::Instant::now();
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "re-deriving decisions [{bar:40}] {pos}/{len} events ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if matches!(src, Source::Remote { .. }) {
+        // The server folds; there is no position to show, only that it is working.
+        bar.set_message("asking the server to re-derive decisions");
+        bar.enable_steady_tick(Duration::from_millis(200));
+    }
+    let r: DecisionReport = src.get_log("/api/log/decisions", |reader| {
+        admin::log_verify_decisions(reader, &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let skipped = if r.unverifiable > 0 {
+        format!(
+            "; {} could not be re-derived ({})",
+            r.unverifiable,
+            r.first_unverifiable
+                .as_deref()
+                .unwrap_or("no inputs recorded")
+        )
+    } else {
+        String::new()
+    };
+    match &r.first_divergence {
+        None => {
+            println!(
+                "ok: {} of {} decisions re-derived from the log alone and reproduced byte for byte ({:.2}%){skipped}; {} events folded ({:.0} decisions/s)",
+                r.reproduced,
+                r.checked,
+                r.reproduced_pct(),
+                r.events,
+                r.checked as f64 / secs
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(d) => {
+            println!(
+                "diverged: {} of {} decisions reproduced ({:.2}%), {} differ{skipped}\nfirst: seq {} request {}: field `{}` recorded {} but derived {}",
+                r.reproduced,
+                r.checked,
+                r.reproduced_pct(),
+                r.divergences,
+                d.seq,
+                d.request_id,
+                d.field,
+                d.recorded,
+                d.derived
+            );
             Ok(ExitCode::FAILURE)
         }
     }
@@ -237,6 +319,23 @@ fn ms(us: u64) -> String {
     format!("{:.1}ms", us as f64 / 1000.0)
 }
 
+fn decided_line(e: &omniroute_core::event::RouteDecided) -> String {
+    let plan: Vec<String> = e
+        .plan
+        .iter()
+        .filter_map(|&i| e.candidates.get(usize::from(i)))
+        .map(|c| t(&c.target))
+        .collect();
+    let excluded = e.candidates.iter().filter(|c| c.excluded.is_some()).count();
+    format!(
+        "combo={} strategy={:?} plan=[{}] excluded={excluded} seed={}",
+        e.combo,
+        e.strategy,
+        plan.join(", "),
+        e.seed
+    )
+}
+
 /// One human line: seq, time, kind, request id, and the few fields that tell the story.
 fn text_line(seq: u64, ts_ms: u64, event: &Event) -> String {
     let rid = event
@@ -251,22 +350,17 @@ fn text_line(seq: u64, ts_ms: u64, event: &Event) -> String {
             e.session_id.as_deref().unwrap_or("-"),
             e.est_prompt_tokens
         ),
-        Event::RouteDecided(e) => {
-            let plan: Vec<String> = e
-                .plan
-                .iter()
-                .filter_map(|&i| e.candidates.get(usize::from(i)))
-                .map(|c| t(&c.target))
-                .collect();
-            let excluded = e.candidates.iter().filter(|c| c.excluded.is_some()).count();
-            format!(
-                "combo={} strategy={:?} plan=[{}] excluded={excluded} seed={}",
-                e.combo,
-                e.strategy,
-                plan.join(", "),
-                e.seed
-            )
-        }
+        Event::RouteDecided(e) => decided_line(e),
+        Event::RouteDecidedV2(e) => format!(
+            "{} max_tokens={} max_tier={}",
+            decided_line(&e.decided),
+            e.input
+                .max_tokens
+                .map_or_else(|| "-".into(), |m| m.to_string()),
+            e.input
+                .max_tier
+                .map_or_else(|| "-".into(), |m| m.to_string())
+        ),
         Event::AttemptStarted(e) => format!("#{} {}", e.attempt, t(&e.target)),
         Event::AttemptFinished(e) => {
             let outcome = match &e.error {
@@ -318,6 +412,14 @@ fn text_line(seq: u64, ts_ms: u64, event: &Event) -> String {
             e.outcome
         ),
         Event::ConfigChanged(e) => format!("{:?} by {}: {}", e.kind, e.actor, e.detail),
+        Event::ConfigChangedV2(e) => format!(
+            "{:?} by {}: {} (version {}, {} field(s) changed)",
+            e.kind,
+            e.actor,
+            e.detail,
+            e.config_version,
+            e.changes.len()
+        ),
         Event::ToolCalled(e) => format!("{} ok={} {}", e.tool, e.ok, ms(e.duration_us)),
         Event::CacheHit(e) => format!("{} {}", e.cache_kind, e.key_hash),
         Event::KeyCreated(e) => format!("{} scopes={}", e.name, e.scopes.join(",")),

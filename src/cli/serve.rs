@@ -111,6 +111,10 @@ pub fn run(args: ServeArgs) -> CliResult {
             }
         }
         let _ = std::fs::remove_file(&addr_file);
+        // The next start folds only what comes after this (breakers and cooldowns survive).
+        if let Err(e) = engine.checkpoint() {
+            eprintln!("omniroute: could not checkpoint the routing state: {e}");
+        }
         if let Err(e) = engine.projections.stop() {
             eprintln!("omniroute: the read models stopped early: {e}");
         }

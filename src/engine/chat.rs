@@ -31,16 +31,12 @@ use omniroute_core::event::{
     AttemptError, AttemptFinished, AttemptStarted, BudgetExceeded, Cost, ErrorClass, Event,
     FallbackTriggered, FinalError, Hash32, RequestCompleted, RequestId, RequestReceived, Tokens,
 };
-use omniroute_core::log::Appended;
+use omniroute_core::flow::{self, Facts, Guard, Routed, Verdict, step};
 use omniroute_core::pricing;
-use omniroute_core::router::classify::policy;
-use omniroute_core::router::{AttemptOutcome, RouteError, RouteInput, decide_seeded, event_target};
-use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use omniroute_core::router::{AttemptOutcome, CircuitTransition, RouteError, event_target};
 use serde_json::{Value, json};
 
-use super::budget::Verdict;
-use super::{Engine, lock};
+use super::{Engine, Sink};
 use crate::error::ApiError;
 use crate::providers::{self, Call, Chunk, ChunkStream, Failure, Reply};
 
@@ -84,7 +80,6 @@ struct Ctx {
     rid: RequestId,
     input: ChatInput,
     started: Instant,
-    reserved: u64,
     attempts: u16,
     tokens: Tokens,
     cost_micros: u64,
@@ -94,9 +89,7 @@ struct Ctx {
     /// guarded session).
     must_commit: bool,
     /// Commit handles of this request's events, awaited before answering when `must_commit`.
-    appended: Vec<Appended>,
-    /// An event of this request could not even be queued.
-    lost: bool,
+    sink: Sink,
     /// Set when the client went away (its connection closed); checked between attempts.
     client_gone: Arc<AtomicBool>,
 }
@@ -178,10 +171,6 @@ fn micros(c: &Cost) -> u64 {
 }
 
 impl Ctx {
-    fn now_ms() -> u64 {
-        omniroute_core::log::now_ms()
-    }
-
     fn cost(&self) -> Cost {
         if self.unpriced {
             Cost::Unpriced
@@ -201,11 +190,8 @@ impl Ctx {
     }
 
     /// Appends one of this request's events, keeping its commit handle.
-    async fn record(&mut self, event: Event) {
-        match self.engine.record(event).await {
-            Some(h) => self.appended.push(h),
-            None => self.lost = true,
-        }
+    fn record(&mut self, event: Event) {
+        self.engine.record_into(&mut self.sink, event);
     }
 
     /// Records `RequestCompleted` (settling the budget). Returns whether the answer may be sent:
@@ -218,14 +204,11 @@ impl Ctx {
         error: Option<FinalError>,
     ) -> bool {
         let actual = if self.unpriced { 0 } else { self.cost_micros };
-        self.engine
-            .budgets
-            .settle(self.input.session.as_deref(), self.reserved, actual);
-        self.reserved = 0;
         let target = target
             .and_then(|m| self.cfg.model(m))
             .map(|m| event_target(&self.cfg, m));
-        self.record(Event::RequestCompleted(Box::new(RequestCompleted {
+        let rid = self.rid;
+        let event = Event::RequestCompleted(Box::new(RequestCompleted {
             request_id: self.rid,
             config_version: self.cv,
             status,
@@ -236,17 +219,17 @@ impl Ctx {
             tokens: self.tokens,
             cost: self.cost(),
             attempts: self.attempts,
-        })))
-        .await;
-        let appended = std::mem::take(&mut self.appended);
+        }));
+        // The reservation is replaced by the actual cost in the step that records it.
+        self.engine.sequenced(&mut self.sink, |state, _| {
+            state.budgets.settle(rid, actual);
+            ((), [Some(event), None])
+        });
+        let sink = std::mem::take(&mut self.sink);
         if !self.must_commit {
             return true;
         }
-        let mut committed = !self.lost;
-        for h in appended {
-            committed &= h.await.is_ok();
-        }
-        committed
+        Engine::committed(sink).await.is_ok()
     }
 
     /// Ends the request with an error answer (503 `event_log_unavailable` instead if the request
@@ -276,7 +259,7 @@ impl Ctx {
     }
 
     /// Records one attempt's end and folds it into health.
-    async fn attempt_finished(
+    fn attempt_finished(
         &mut self,
         attempt: u16,
         m: usize,
@@ -297,7 +280,7 @@ impl Ctx {
             .model(m)
             .map(|model| event_target(&self.cfg, model))
             .unwrap_or_default();
-        self.record(Event::AttemptFinished(Box::new(AttemptFinished {
+        let event = Event::AttemptFinished(Box::new(AttemptFinished {
             request_id: self.rid,
             config_version: self.cv,
             attempt,
@@ -312,52 +295,35 @@ impl Ctx {
                 retry_after_ms: f.retry_after_ms,
                 message: f.message.chars().take(200).collect(),
             }),
-        })))
-        .await;
-        let change = lock(&self.engine.health).observe(
-            &AttemptOutcome {
-                model: m,
-                latency_us,
-                error: failure.map(|f| f.class),
-                retry_after_ms: failure.and_then(|f| f.retry_after_ms),
-            },
-            Self::now_ms(),
-        );
-        self.engine.record_circuit(change, Some(self.rid)).await;
+        }));
+        let (cfg, rid) = (&self.cfg, self.rid);
+        let id = cfg
+            .model(m)
+            .map(|model| model.id.as_str())
+            .unwrap_or_default();
+        let outcome = |model| AttemptOutcome {
+            model,
+            latency_us,
+            error: failure.map(|f| f.class),
+            retry_after_ms: failure.and_then(|f| f.retry_after_ms),
+        };
+        // Folded into Health at the time it is recorded, in the step that records it.
+        self.engine.sequenced(&mut self.sink, |state, now| {
+            let change = state
+                .health
+                .resolve(m, id)
+                .and_then(|i| state.health.observe(&outcome(i), now))
+                .map(|t| CircuitTransition { model: m, ..t });
+            (
+                (),
+                [Some(event), Engine::circuit_event(cfg, change, Some(rid))],
+            )
+        });
     }
 
-    /// Worst-case cost in micro-dollars of this request on the requested combo's targets at or
-    /// below `max_tier` (unpriced targets count 0: they cannot be bounded).
-    fn worst_case(&self, max_tier: Option<u8>) -> u64 {
-        let out = self
-            .input
-            .max_tokens
-            .unwrap_or(self.cfg.router.default_output_tokens);
-        let tokens = Tokens {
-            input: u64::from(self.input.est_prompt_tokens),
-            output: u64::from(out),
-            ..Tokens::default()
-        };
-        let models: Vec<usize> = match self.cfg.combo_index(&self.input.requested) {
-            Some(c) => self.cfg.combos[c].targets.iter().map(|t| t.model).collect(),
-            None => self
-                .cfg
-                .model_index(&self.input.requested)
-                .into_iter()
-                .collect(),
-        };
-        models
-            .iter()
-            .filter_map(|&m| self.cfg.model(m))
-            .filter(|m| max_tier.is_none_or(|t| m.tier <= t))
-            .filter_map(|m| m.price.as_ref().map(|p| p.cost_micros(&tokens)))
-            .max()
-            .unwrap_or(0)
-    }
-
-    async fn budget_exceeded(&mut self, g: &super::budget::Guard, outcome: String) {
+    fn budget_exceeded(&self, g: &Guard, outcome: String) -> Event {
         let session_id = self.input.session.clone().unwrap_or_default();
-        self.record(Event::BudgetExceeded(Box::new(BudgetExceeded {
+        Event::BudgetExceeded(Box::new(BudgetExceeded {
             request_id: self.rid,
             config_version: self.cv,
             session_id,
@@ -366,19 +332,8 @@ impl Ctx {
             reserved: Cost::Micros(g.reserved_micros),
             action: g.action,
             outcome,
-        })))
-        .await;
+        }))
     }
-}
-
-fn backoff(r: &omniroute_core::config::Resilience, retry: u32, rng: &mut ChaCha8Rng) -> Duration {
-    let exp = r
-        .backoff_base_ms
-        .saturating_mul(1u64 << retry.saturating_sub(1).min(20))
-        .min(r.backoff_max_ms);
-    // Jitter: between half and all of the exponential delay.
-    let frac = 0.5 + (rng.next_u32() as f64 / u32::MAX as f64) * 0.5;
-    Duration::from_millis((exp as f64 * frac) as u64)
 }
 
 /// Waits for the first frame of a stream, within the time-to-first-token limit. A stream that
@@ -475,17 +430,15 @@ impl Engine {
             rid,
             input,
             started: Instant::now(),
-            reserved: 0,
             attempts: 0,
             tokens: Tokens::default(),
             cost_micros: 0,
             unpriced: false,
             ttft_us: None,
-            appended: Vec::new(),
-            lost: false,
+            sink: Sink::default(),
             client_gone,
         };
-        ctx.record(received).await;
+        ctx.record(received);
         out.result = run(&mut ctx, seed, &mut out.route, &mut out.budget_alert).await;
         out
     }
@@ -497,10 +450,9 @@ async fn run(
     route: &mut Option<(String, u16)>,
     alert: &mut bool,
 ) -> Result<ChatReply, ApiError> {
-    let max_tier = ctx.guard_budget(alert).await?;
-    let targets = ctx.route(seed, max_tier).await?;
+    let targets = ctx.route(seed, alert).await?;
     let res = ctx.cfg.resilience;
-    let mut jitter = ChaCha8Rng::seed_from_u64(seed ^ 0x6a09_e667_f3bc_c908);
+    let mut jitter = step::jitter_rng(seed);
     let mut failures: Vec<String> = Vec::new();
     let mut last_class = None;
     for (ti, &m) in targets.iter().enumerate() {
@@ -517,8 +469,7 @@ async fn run(
                 Err(f) => f,
             };
             let latency = t0.elapsed().as_micros() as u64;
-            ctx.attempt_finished(attempt, m, latency, Tokens::default(), Some(&f), f.status)
-                .await;
+            ctx.attempt_finished(attempt, m, latency, Tokens::default(), Some(&f), f.status);
             if ctx.client_gone() {
                 // Nobody waits for the answer: no further attempt is worth paying for.
                 return Err(ctx.client_closed(None).await);
@@ -531,23 +482,31 @@ async fn run(
                 f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
                 f.message.chars().take(120).collect::<String>()
             ));
-            let p = policy(f.class);
-            if p.retry_same && retries < res.max_retries {
-                retries += 1;
-                tokio::time::sleep(backoff(&res, retries, &mut jitter)).await;
-                continue;
+            let next = targets.get(ti + 1);
+            match step::next(f.class, retries, next.is_some(), &res, &mut jitter) {
+                step::Next::Retry { after_ms } => {
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                }
+                step::Next::Refuse => {
+                    let e = ApiError::Upstream {
+                        status: f.status.filter(|s| (400..500).contains(s)).unwrap_or(502),
+                        message: format!(
+                            "{} refused the request: {}",
+                            ctx.target_name(m),
+                            f.message
+                        ),
+                    };
+                    return Err(ctx.fail(e, Some(f.class)).await);
+                }
+                step::Next::FallBack => {
+                    if let Some(&to) = next {
+                        ctx.fallback(attempt, m, to, f.class);
+                    }
+                    break;
+                }
+                step::Next::Exhausted => break,
             }
-            if !p.fallback {
-                let e = ApiError::Upstream {
-                    status: f.status.filter(|s| (400..500).contains(s)).unwrap_or(502),
-                    message: format!("{} refused the request: {}", ctx.target_name(m), f.message),
-                };
-                return Err(ctx.fail(e, Some(f.class)).await);
-            }
-            if let Some(&next) = targets.get(ti + 1) {
-                ctx.fallback(attempt, m, next, f.class).await;
-            }
-            break;
         }
     }
     Err(ctx
@@ -556,25 +515,53 @@ async fn run(
 }
 
 impl Ctx {
-    /// Budget guard: reserves the request's worst case before dispatch. Returns the highest tier
-    /// the request may use (a degrading guard lowers it), or the refusal.
-    async fn guard_budget(&mut self, alert: &mut bool) -> Result<Option<u8>, ApiError> {
-        let worst = self.worst_case(None);
-        let verdict = self
-            .engine
-            .budgets
-            .reserve(self.input.session.as_deref(), worst, |t| {
-                self.worst_case(Some(t))
-            });
-        self.reserved = verdict.reserved();
+    /// The routing step: budget verdict, `RouteInput` assembly and decision, made and recorded in
+    /// one critical section (`flow::route`), so the reservation and Health it saw are the ones
+    /// the log implies. Returns the planned targets, or the refusal.
+    async fn route(&mut self, seed: u64, alert: &mut bool) -> Result<Vec<usize>, ApiError> {
+        let facts = Facts {
+            requested: &self.input.requested,
+            est_prompt_tokens: self.input.est_prompt_tokens,
+            max_tokens: self.input.max_tokens,
+            min_tier: self.input.min_tier,
+            session: self.input.session.as_deref(),
+            required: self.input.required,
+        };
+        let (rid, cfg) = (self.rid, Arc::clone(&self.cfg));
+        let mut sink = std::mem::take(&mut self.sink);
+        let routed = self.engine.sequenced(&mut sink, |state, now| {
+            let routed = flow::route(&facts, rid, seed, now, state, &cfg);
+            let events = match &routed {
+                Routed::Blocked { guard, .. } => {
+                    [Some(self.budget_exceeded(guard, "blocked".into())), None]
+                }
+                Routed::Unroutable { .. } => [None, None],
+                Routed::Decided { event, verdict, .. } => {
+                    state.apply_decided(rid, &event.decided.combo, event.reservation());
+                    let exceeded = match verdict {
+                        Verdict::Degrade { tier, guard, .. } => {
+                            Some(self.budget_exceeded(guard, format!("degraded to tier {tier}")))
+                        }
+                        Verdict::Alert { guard, .. } => {
+                            Some(self.budget_exceeded(guard, "served with alert".into()))
+                        }
+                        _ => None,
+                    };
+                    [exceeded, Some(Event::RouteDecidedV2(event.clone()))]
+                }
+            };
+            (routed, events)
+        });
+        self.sink = sink;
+        let verdict = match &routed {
+            Routed::Blocked { guard, .. } => Verdict::Blocked(*guard),
+            Routed::Unroutable { verdict, .. } | Routed::Decided { verdict, .. } => *verdict,
+        };
         // A guarded session's spend is rebuilt from the log after a restart: its answers wait
         // until what they spent is committed, so a crash can never forget spend a client saw.
         self.must_commit |= verdict != Verdict::Unguarded;
-        let mut max_tier = None;
-        match verdict {
-            Verdict::Unguarded | Verdict::Reserved { .. } => {}
-            Verdict::Blocked(g) => {
-                self.budget_exceeded(&g, "blocked".into()).await;
+        let decision = match routed {
+            Routed::Blocked { guard: g, worst } => {
                 let message = format!(
                     "session budget exceeded: ${:.6} spent and ${:.6} reserved of ${:.6}; this request could cost up to ${:.6}",
                     g.spent_micros as f64 / 1e6,
@@ -584,52 +571,28 @@ impl Ctx {
                 );
                 return Err(self.fail(ApiError::BudgetExceeded { message }, None).await);
             }
-            Verdict::Degrade { tier, guard, .. } => {
-                self.budget_exceeded(&guard, format!("degraded to tier {tier}"))
-                    .await;
-                max_tier = Some(tier);
-            }
-            Verdict::Alert { guard, .. } => {
-                self.budget_exceeded(&guard, "served with alert".into())
-                    .await;
-                *alert = true;
-            }
-        }
-        // A guarded request needs a bounded answer for its worst case to hold.
-        if verdict != Verdict::Unguarded && self.input.max_tokens.is_none() {
-            let cap = self.cfg.router.default_output_tokens;
-            self.input.body["max_tokens"] = json!(cap);
-            self.input.max_tokens = Some(cap);
-        }
-        Ok(max_tier)
-    }
-
-    /// Decides the route, records it, and returns the planned targets (or why there are none).
-    async fn route(&mut self, seed: u64, max_tier: Option<u8>) -> Result<Vec<usize>, ApiError> {
-        let mut input = RouteInput::new(&self.input.requested, self.input.est_prompt_tokens, seed);
-        input.max_tokens = self.input.max_tokens;
-        input.required = self.input.required;
-        input.min_tier = self.input.min_tier;
-        input.max_tier = max_tier;
-        let decision = {
-            let mut health = lock(&self.engine.health);
-            let d = decide_seeded(&input, &health, &self.cfg, Self::now_ms());
-            if let Ok(Some(c)) = d.as_ref().map(|d| d.combo) {
-                health.advance(c);
-            }
-            d
-        };
-        let decision = match decision {
-            Ok(d) => d,
-            Err(RouteError::Unknown(m)) => {
-                return Err(self.fail(ApiError::UnknownModel(m), None).await);
-            }
-            Err(RouteError::Inactive(c)) => {
-                return Err(self.fail(ApiError::ComboInactive(c), None).await);
+            Routed::Unroutable {
+                error: RouteError::Unknown(m),
+                ..
+            } => return Err(self.fail(ApiError::UnknownModel(m), None).await),
+            Routed::Unroutable {
+                error: RouteError::Inactive(c),
+                ..
+            } => return Err(self.fail(ApiError::ComboInactive(c), None).await),
+            Routed::Decided {
+                decision, event, ..
+            } => {
+                *alert = matches!(verdict, Verdict::Alert { .. });
+                // A guard capped an unbounded request: the upstream must be held to it too.
+                if event.input.max_tokens != self.input.max_tokens
+                    && let Some(cap) = event.input.max_tokens
+                {
+                    self.input.body["max_tokens"] = json!(cap);
+                    self.input.max_tokens = Some(cap);
+                }
+                decision
             }
         };
-        let event = decision.to_event(self.rid, self.cv, &self.input.requested, &self.cfg);
-        self.record(Event::RouteDecided(Box::new(event))).await;
         let targets: Vec<usize> = decision.targets().collect();
         if targets.is_empty() {
             let reasons = decision
@@ -657,8 +620,6 @@ impl Ctx {
         m: usize,
         attempt: u16,
     ) -> Result<(Reply, Option<Bytes>, Tokens), Failure> {
-        let probe = lock(&self.engine.health).start(m, Self::now_ms());
-        self.engine.record_circuit(probe, Some(self.rid)).await;
         let cfg = Arc::clone(&self.cfg);
         let (Some(model), Some(provider)) =
             (cfg.model(m), cfg.model(m).and_then(|x| cfg.provider_of(x)))
@@ -669,15 +630,27 @@ impl Ctx {
                 "target missing from config",
             ));
         };
-        self.record(Event::AttemptStarted(Box::new(AttemptStarted {
+        let event = Event::AttemptStarted(Box::new(AttemptStarted {
             request_id: self.rid,
             config_version: self.cv,
             attempt,
             target: event_target(&cfg, model),
             upstream_model: model.upstream.clone(),
             timeout_ms: provider.timeout_ms,
-        })))
-        .await;
+        }));
+        // In flight from the step that records it (a half-open breaker lets its probe through).
+        let rid = self.rid;
+        self.engine.sequenced(&mut self.sink, |state, now| {
+            let probe = state
+                .health
+                .resolve(m, &model.id)
+                .and_then(|i| state.health.start(i, now))
+                .map(|t| CircuitTransition { model: m, ..t });
+            (
+                (),
+                [Some(event), Engine::circuit_event(&cfg, probe, Some(rid))],
+            )
+        });
         let id = format!("chatcmpl-{}", self.rid);
         let call = Call {
             http: &self.engine.http,
@@ -688,7 +661,7 @@ impl Ctx {
             stream: self.input.stream,
             client_wants_usage: self.input.wants_usage,
             id: &id,
-            created: Self::now_ms() / 1000,
+            created: self.engine.clock.now_ms() / 1000,
             timeout: Duration::from_millis(provider.timeout_ms),
             requested: &self.input.requested,
         };
@@ -722,8 +695,7 @@ impl Ctx {
         match reply {
             Reply::Full { body, tokens } => {
                 let latency = t0.elapsed().as_micros() as u64;
-                self.attempt_finished(attempt, m, latency, tokens, None, Some(200))
-                    .await;
+                self.attempt_finished(attempt, m, latency, tokens, None, Some(200));
                 if self.client_gone() {
                     return Err(self.client_closed(Some(m)).await);
                 }
@@ -748,7 +720,7 @@ impl Ctx {
         }
     }
 
-    async fn fallback(&mut self, attempt: u16, from: usize, to: usize, reason: ErrorClass) {
+    fn fallback(&mut self, attempt: u16, from: usize, to: usize, reason: ErrorClass) {
         let (Some(from), Some(to)) = (self.cfg.model(from), self.cfg.model(to)) else {
             return;
         };
@@ -760,7 +732,7 @@ impl Ctx {
             to: event_target(&self.cfg, to),
             reason,
         };
-        self.record(Event::FallbackTriggered(Box::new(event))).await;
+        self.record(Event::FallbackTriggered(Box::new(event)));
     }
 }
 
@@ -787,15 +759,13 @@ impl Ctx {
                 key_id: self.input.key_id,
             },
             started: self.started,
-            reserved: std::mem::take(&mut self.reserved),
             attempts: self.attempts,
             tokens: self.tokens,
             cost_micros: self.cost_micros,
             unpriced: self.unpriced,
             ttft_us: self.ttft_us,
             must_commit: self.must_commit,
-            appended: std::mem::take(&mut self.appended),
-            lost: self.lost,
+            sink: std::mem::take(&mut self.sink),
             client_gone: Arc::clone(&self.client_gone),
         }
     }
@@ -831,8 +801,7 @@ impl Relay {
         Detach::new(
             async move {
                 let Some(mut ctx) = ctx else { return false };
-                ctx.attempt_finished(attempt, m, latency, usage, failure.as_ref(), Some(200))
-                    .await;
+                ctx.attempt_finished(attempt, m, latency, usage, failure.as_ref(), Some(200));
                 ctx.finish(status, Some(m), error).await
             },
             None,

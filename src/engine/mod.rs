@@ -1,8 +1,14 @@
-//! The live engine: the one place where config, the event log, health, budgets and keys meet.
+//! The live engine: the one place where config, the event log, the flow's state and keys meet.
 //! HTTP handlers call plain functions here; every step of a request is appended to the log as it
 //! happens, stamped with the config version (DESIGN.md section 4).
+//!
+//! **The log order is the state's order.** The flow's state (Health and budget guards,
+//! `omniroute_core::flow::State`) changes only inside [`Engine::sequenced`]: one lock under which
+//! the clock is read once, the step decides and changes the state, and its events are stamped
+//! with that time and enqueued before the lock is released. So folding the log in order with the
+//! recorded times (`log verify --decisions`, replay, the restore at start-up) gives the state each
+//! decision saw.
 
-pub mod budget;
 mod chat;
 pub mod keys;
 pub mod restore;
@@ -11,13 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use omniroute_core::config::{Config, Durability, OnFailure};
+use omniroute_core::config::{self, Config, Durability, OnFailure};
 use omniroute_core::event::{
-    BudgetAction, BudgetGuardSet, CircuitChanged, ConfigChangeKind, ConfigChanged, Cost, Event,
-    RequestId, Strategy,
+    BudgetAction, BudgetGuardSet, CircuitChanged, ConfigChangeKind, ConfigChangedV2,
+    ConfigFieldChange, Cost, Event, Hash32, RequestId, Strategy,
 };
+use omniroute_core::flow::{Clock, Guard, State, SystemClock};
 use omniroute_core::log::{Appended, Log, LogError, LogOptions};
-use omniroute_core::router::{CircuitTransition, Health};
+use omniroute_core::router::CircuitTransition;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -25,11 +32,15 @@ pub use chat::{ChatInput, ChatOutput, ChatReply};
 
 use crate::error::ApiError;
 
+/// Sequenced steps between two checkpoints of the flow state.
+const CHECKPOINT_EVERY: u64 = 50_000;
+
 pub struct Engine {
     config: RwLock<Arc<Config>>,
     log: Log,
-    health: Mutex<Health>,
-    pub budgets: budget::Budgets,
+    /// The flow's critical section: see the module docs.
+    seq: Mutex<Sequencer>,
+    clock: Arc<dyn Clock>,
     pub keys: keys::KeyStore,
     http: reqwest::Client,
     endpoints: crate::providers::Endpoints,
@@ -41,8 +52,25 @@ pub struct Engine {
     /// The read models, folded live from the log.
     pub projections: omniroute_projections::runner::Runner,
     /// Serialises control-plane writes (config changes), each of which waits for its commit
-    /// before it takes effect, so the recorded config versions form one chain.
+    /// before it is acknowledged, so the recorded config versions form one chain.
     control: tokio::sync::Mutex<()>,
+    /// Version of the config file as loaded at start-up: the base runtime changes layer on.
+    file_version: Hash32,
+}
+
+struct Sequencer {
+    state: State,
+    /// The last time handed out: the flow's clock never runs backwards.
+    last_ms: u64,
+    /// Steps since the last checkpoint.
+    steps: u64,
+}
+
+/// Commit handles of a caller's events, and whether one could not even be queued.
+#[derive(Default)]
+pub(crate) struct Sink {
+    pub appended: Vec<Appended>,
+    pub lost: bool,
 }
 
 /// How the gateway opens its log: in `batched` mode the writer gathers events for
@@ -62,17 +90,92 @@ pub fn log_options(config: &Config) -> LogOptions {
     }
 }
 
+/// Runs a blocking call from async code: through `block_in_place` on a multi-threaded runtime
+/// (so the worker's other tasks move elsewhere), directly otherwise.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Config field changes in their event form (values as canonical JSON text).
+fn field_changes(changes: Vec<config::FieldChange>) -> Vec<ConfigFieldChange> {
+    changes
+        .into_iter()
+        .map(|c| ConfigFieldChange {
+            path: c.path,
+            from: c.from.map(|v| v.to_string()),
+            to: c.to.map(|v| v.to_string()),
+        })
+        .collect()
+}
+
+/// The config a start-up serves, and what it carried over: the file wins on every field it
+/// changed since the last start; runtime changes to other fields are kept (`config::carry_over`).
+struct StartupConfig {
+    config: Config,
+    kept: Vec<ConfigFieldChange>,
+    dropped: Vec<ConfigFieldChange>,
+}
+
+fn startup_config(
+    file: Config,
+    last: Option<(Hash32, Option<Hash32>)>,
+    reader: &omniroute_core::log::Reader,
+) -> Result<StartupConfig, String> {
+    let stored = |v: &Hash32| -> Result<Option<Config>, String> {
+        let bytes = reader.blob(v).map_err(|e| e.to_string())?;
+        Ok(bytes.and_then(|b| Config::from_canonical(&b).ok()))
+    };
+    let none = |config| StartupConfig {
+        config,
+        kept: Vec::new(),
+        dropped: Vec::new(),
+    };
+    let Some((effective, Some(old_file))) = last else {
+        return Ok(none(file));
+    };
+    if effective == old_file {
+        return Ok(none(file));
+    }
+    let (Some(old_effective), Some(old_file)) = (stored(&effective)?, stored(&old_file)?) else {
+        return Ok(none(file));
+    };
+    let carried = config::carry_over(&old_file, &old_effective, &file);
+    Ok(StartupConfig {
+        config: carried.config,
+        kept: field_changes(carried.kept),
+        dropped: field_changes(carried.dropped),
+    })
+}
+
 impl Engine {
-    /// Starts an engine on an open log: loads keys from it and records the config in use.
+    /// Starts an engine on an open log with the system clock.
     pub async fn start(config: Config, source: &str, log: Log) -> Result<Arc<Engine>, String> {
-        let restored = {
+        Self::start_with_clock(config, source, log, Arc::new(SystemClock)).await
+    }
+
+    /// Starts an engine on an open log: restores keys and the flow state from it, carries runtime
+    /// config changes over (see [`config::carry_over`]) and records the config in use.
+    pub async fn start_with_clock(
+        file_config: Config,
+        source: &str,
+        log: Log,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Engine>, String> {
+        let (restored, startup) = {
             let reader = log.reader().map_err(|e| e.to_string())?;
-            restore::restore(&reader).map_err(|e| e.to_string())?
+            let restored = restore::restore(&reader).map_err(|e| e.to_string())?;
+            let startup = startup_config(file_config.clone(), restored.last_config, &reader)?;
+            (restored, startup)
         };
+        let file_version = file_config.version();
+        let config = startup.config;
         // TCP_NODELAY is reqwest's default; it is stated here because a stream's pieces cross
         // this socket too, and without it small writes wait for a delayed ACK (issue 10).
         let http = reqwest::Client::builder()
@@ -85,13 +188,21 @@ impl Engine {
                 .try_next_u64()
                 .map_err(|e| format!("no randomness from the OS: {e}"))?
         };
+        let (state, previous) = match restored.state {
+            Some((state, cfg)) => (state, Some(cfg)),
+            None => (State::new(&config), None),
+        };
         let engine = Arc::new(Engine {
-            health: Mutex::new(Health::new(&config)),
             config: RwLock::new(Arc::new(config)),
-            budgets: budget::Budgets::restored(restored.guards),
-            endpoints: Default::default(),
+            seq: Mutex::new(Sequencer {
+                state,
+                last_ms: 0,
+                steps: 0,
+            }),
+            clock,
             keys: keys::KeyStore::new(restored.keys),
             http,
+            endpoints: Default::default(),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             started: Instant::now(),
             unrecorded: AtomicU64::new(0),
@@ -101,29 +212,47 @@ impl Engine {
                 omniroute_projections::runner::RunnerOptions::default(),
             )
             .map_err(|e| e.to_string())?,
+            file_version,
             log,
         });
         let cfg = engine.config();
-        engine
-            .record_durably(Event::ConfigChanged(Box::new(ConfigChanged {
-                actor: "startup".into(),
-                kind: ConfigChangeKind::Loaded,
-                detail: format!("loaded {source}"),
-                previous_version: None,
-                config_version: cfg.version(),
-            })))
-            .await
-            .map_err(|_| {
-                format!(
-                    "cannot record the config in the event log at {}: {}",
-                    engine.log.path().display(),
-                    engine
-                        .log
-                        .health()
-                        .last_error
-                        .unwrap_or_else(|| "the log is closed".into())
-                )
-            })?;
+        let detail = match (startup.kept.len(), startup.dropped.len()) {
+            (0, 0) => format!("loaded {source}"),
+            (k, d) => format!(
+                "loaded {source}; runtime changes: {k} kept, {d} dropped (the file changed those fields)"
+            ),
+        };
+        let event = ConfigChangedV2 {
+            actor: "startup".into(),
+            kind: ConfigChangeKind::Loaded,
+            detail,
+            previous_version: restored.last_config.map(|(v, _)| v),
+            config_version: cfg.version(),
+            file_version,
+            changes: field_changes(match &previous {
+                Some(p) => config::diff(p, &cfg),
+                None => Vec::new(),
+            }),
+            kept: startup.kept,
+            dropped: startup.dropped,
+        };
+        let recorded = engine
+            .record_config(&[&file_config, &cfg], &cfg, event, |state| {
+                state.restart();
+                state.health.reconfigure(&cfg);
+            })
+            .await;
+        recorded.map_err(|_| {
+            format!(
+                "cannot record the config in the event log at {}: {}",
+                engine.log.path().display(),
+                engine
+                    .log
+                    .health()
+                    .last_error
+                    .unwrap_or_else(|| "the log is closed".into())
+            )
+        })?;
         Ok(engine)
     }
 
@@ -153,7 +282,7 @@ impl Engine {
     fn new_request(&self) -> (RequestId, u64) {
         let mut rng = lock(&self.rng);
         let random = (u128::from(rng.next_u64()) << 16) | u128::from(rng.next_u32() & 0xFFFF);
-        let ms = u128::from(omniroute_core::log::now_ms());
+        let ms = u128::from(self.clock.now_ms());
         (RequestId((ms << 80) | random), rng.next_u64())
     }
 
@@ -162,43 +291,171 @@ impl Engine {
         self.log.is_failing() && self.config().log.on_failure == OnFailure::Refuse
     }
 
-    /// Appends an event. Never blocks a runtime worker: a full queue is waited on off the runtime.
-    /// A failure is counted (and surfaces in `/api/health`), never silently dropped.
+    /// One step of the flow, in its critical section (module docs): reads the clock once (never
+    /// backwards), lets `step` decide and change the state at that time, and enqueues the events
+    /// it returns, stamped with that time, before the lock is released. A full queue is waited
+    /// on here (backpressure, never loss), off the runtime's scheduling when it can be. An event
+    /// the log refused is counted (and surfaces in `/api/health`), never silently dropped.
+    pub(crate) fn sequenced<R>(
+        &self,
+        sink: &mut Sink,
+        step: impl FnOnce(&mut State, u64) -> (R, [Option<Event>; 2]),
+    ) -> R {
+        let mut seq = lock(&self.seq);
+        let now = self.clock.now_ms().max(seq.last_ms);
+        seq.last_ms = now;
+        let (out, events) = step(&mut seq.state, now);
+        for event in events.iter().flatten() {
+            let result = match self.log.try_append_at(now, event) {
+                Err(LogError::Full) => blocking(|| self.log.append_at(now, event)),
+                other => other,
+            };
+            match result {
+                Ok(h) => sink.appended.push(h),
+                Err(_) => {
+                    sink.lost = true;
+                    self.unrecorded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        seq.steps += 1;
+        if seq.steps >= CHECKPOINT_EVERY {
+            seq.steps = 0;
+            self.checkpoint_locked(&seq);
+        }
+        out
+    }
+
+    /// Appends an event that changes no state, in log order with the flow's steps.
+    pub(crate) fn record_into(&self, sink: &mut Sink, event: Event) {
+        self.sequenced(sink, |_, _| ((), [Some(event), None]));
+    }
+
+    /// Appends an event that changes no state (audit records such as `ToolCalled`); the handle
+    /// resolves once it is committed. `None` if the log refused it (counted as unrecorded).
     pub async fn record(&self, event: Event) -> Option<Appended> {
-        let now = omniroute_core::log::now_ms();
-        let result = match self.log.try_append_at(now, &event) {
-            Err(LogError::Full) => {
-                let log = self.log.clone();
-                tokio::task::spawn_blocking(move || log.append_at(now, &event))
-                    .await
-                    .unwrap_or(Err(LogError::Closed))
-            }
-            other => other,
+        let mut sink = Sink::default();
+        self.record_into(&mut sink, event);
+        sink.appended.pop()
+    }
+
+    /// Starts writing a checkpoint of the flow state as it is now (the caller holds the
+    /// sequencer): a barrier enqueued under the same lock resolves to the seq of the last event
+    /// folded into it; the checkpoint is stored once that is committed.
+    fn checkpoint_locked(&self, seq: &Sequencer) {
+        let Ok(barrier) = self.log.barrier() else {
+            return;
         };
-        match result {
-            Ok(h) => Some(h),
-            Err(_) => {
-                self.unrecorded.fetch_add(1, Ordering::Relaxed);
-                None
+        let snapshot = seq.state.snapshot();
+        let config_version = self.config().version();
+        let log = self.log.clone();
+        let write = move || {
+            let Ok(at) = barrier.wait() else { return };
+            let c = restore::StateCheckpoint {
+                seq: at,
+                config_version,
+                state: snapshot,
+            };
+            if let Ok(bytes) = serde_json::to_vec(&c) {
+                drop(log.put_checkpoint(restore::STATE_CHECKPOINT, bytes));
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 
-    /// Appends a control-plane event and waits until it is committed: a control write (budget
-    /// guard, combo switch, config change) is acknowledged only once durable, in every mode.
-    async fn record_durably(&self, event: Event) -> Result<u64, ApiError> {
-        match self.record(event).await {
-            Some(h) => h.await.map_err(|_| ApiError::NotRecorded),
-            None => Err(ApiError::NotRecorded),
+    /// Checkpoints the flow state and waits until it is stored (graceful shutdown), so the next
+    /// start folds only what came after.
+    pub fn checkpoint(&self) -> Result<(), String> {
+        let (barrier, snapshot, config_version) = {
+            let seq = lock(&self.seq);
+            let barrier = self.log.barrier().map_err(|e| e.to_string())?;
+            (barrier, seq.state.snapshot(), self.config().version())
+        };
+        let at = barrier.wait().map_err(|e| e.to_string())?;
+        let c = restore::StateCheckpoint {
+            seq: at,
+            config_version,
+            state: snapshot,
+        };
+        let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+        self.log
+            .put_checkpoint(restore::STATE_CHECKPOINT, bytes)
+            .and_then(|h| h.wait())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits for a caller's events to commit: a control write (budget guard, combo switch,
+    /// config change) is acknowledged only once durable, in every mode.
+    async fn committed(sink: Sink) -> Result<(), ApiError> {
+        if sink.lost {
+            return Err(ApiError::NotRecorded);
+        }
+        for h in sink.appended {
+            h.await.map_err(|_| ApiError::NotRecorded)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a config version's canonical form as a blob (its blake3 is the version), so the log
+    /// alone can rebuild the config any decision used.
+    fn store_config(&self, cfg: &Config, sink: &mut Sink) {
+        match self.log.put_blob(cfg.canonical_json()) {
+            Ok((_, h)) => sink.appended.push(h),
+            Err(_) => sink.lost = true,
         }
     }
 
-    async fn record_circuit(&self, t: Option<CircuitTransition>, request: Option<RequestId>) {
-        let Some(t) = t else { return };
-        let cfg = self.config();
-        let Some(m) = cfg.model(t.model) else { return };
+    /// Records a config change and applies it in the same step: the new config is swapped in and
+    /// `apply` changes the state (Health follows the new config), then the commit is awaited. If
+    /// it fails, the previous config and state are put back and the change is refused.
+    async fn record_config(
+        &self,
+        store: &[&Config],
+        cfg: &Arc<Config>,
+        event: ConfigChangedV2,
+        apply: impl FnOnce(&mut State),
+    ) -> Result<(), ApiError> {
+        let mut sink = Sink::default();
+        for c in store {
+            self.store_config(c, &mut sink);
+        }
+        let before = self.sequenced(&mut sink, |state, _| {
+            let before = (state.clone(), self.swap_config(Arc::clone(cfg)));
+            apply(state);
+            (
+                before,
+                [Some(Event::ConfigChangedV2(Box::new(event))), None],
+            )
+        });
+        let result = Self::committed(sink).await;
+        if result.is_err() {
+            let (state, previous) = before;
+            let mut seq = lock(&self.seq);
+            seq.state = state;
+            self.swap_config(previous);
+        }
+        result
+    }
+
+    fn swap_config(&self, cfg: Arc<Config>) -> Arc<Config> {
+        let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *c, cfg)
+    }
+
+    /// The event of a circuit transition.
+    fn circuit_event(
+        cfg: &Config,
+        t: Option<CircuitTransition>,
+        request: Option<RequestId>,
+    ) -> Option<Event> {
+        let t = t?;
+        let m = cfg.model(t.model)?;
         let provider = cfg.provider_of(m).map(|p| p.id.clone()).unwrap_or_default();
-        self.record(Event::CircuitChanged(Box::new(CircuitChanged {
+        Some(Event::CircuitChanged(Box::new(CircuitChanged {
             config_version: cfg.version(),
             provider,
             model: Some(m.id.clone()),
@@ -207,20 +464,20 @@ impl Engine {
             reason: t.reason.to_string(),
             request_id: request,
         })))
-        .await;
     }
 
     /// Each target's circuit state, for `/api/health`.
     pub fn circuits(&self) -> Vec<(String, String, omniroute_core::event::CircuitState)> {
         let cfg = self.config();
-        let health = lock(&self.health);
-        let now = omniroute_core::log::now_ms();
+        let seq = lock(&self.seq);
+        let health = &seq.state.health;
+        let now = self.clock.now_ms().max(seq.last_ms);
         cfg.models
             .iter()
-            .enumerate()
-            .map(|(i, m)| {
+            .map(|m| {
                 let state = health
-                    .target(i)
+                    .model_index(&m.id)
+                    .and_then(|i| health.target(i))
                     .map(|t| t.breaker.state_at(now, health.resilience()))
                     .unwrap_or(omniroute_core::event::CircuitState::Closed);
                 let provider = cfg.provider_of(m).map(|p| p.id.clone()).unwrap_or_default();
@@ -231,10 +488,15 @@ impl Engine {
 
     /// Health's attempts in flight on a target and whether its half-open probe is out.
     pub fn in_flight(&self, model: &str) -> Option<(u32, bool)> {
-        let i = self.config().model_index(model)?;
-        let health = lock(&self.health);
-        let t = health.target(i)?;
+        let seq = lock(&self.seq);
+        let health = &seq.state.health;
+        let t = health.target(health.model_index(model)?)?;
         Some((t.in_flight, t.breaker.probe_in_flight()))
+    }
+
+    /// A session's budget guard, with what it has spent and holds reserved.
+    pub fn guard(&self, session: &str) -> Option<Guard> {
+        lock(&self.seq).state.budgets.get(session)
     }
 
     /// Sets a session's budget guard (`POST /api/sessions/{id}/budget`).
@@ -245,7 +507,7 @@ impl Engine {
         action: BudgetAction,
         degrade_to_tier: Option<u8>,
         actor: &str,
-    ) -> Result<budget::Guard, ApiError> {
+    ) -> Result<Guard, ApiError> {
         if !(max_cost_usd.is_finite() && max_cost_usd >= 0.0) {
             return Err(ApiError::bad(
                 "max_cost_usd must be a number of dollars, 0 or more",
@@ -259,25 +521,34 @@ impl Engine {
             ));
         }
         let limit = (max_cost_usd * 1_000_000.0).round() as u64;
-        // Recorded first, applied once committed: a guard that is not in the log would vanish
-        // at the next restart while the client believes it holds.
+        // Recorded and applied in one step; acknowledged once committed. A guard whose commit
+        // failed is taken back: it would vanish at the next restart while the client believed it
+        // held.
         let _serial = self.control.lock().await;
-        self.record_durably(Event::BudgetGuardSet(Box::new(BudgetGuardSet {
+        let mut sink = Sink::default();
+        let event = Event::BudgetGuardSet(Box::new(BudgetGuardSet {
             session_id: session.to_string(),
             limit: Cost::Micros(limit),
             action,
             degrade_to_tier,
             actor: actor.to_string(),
-        })))
-        .await?;
-        self.budgets.set(session, limit, action, degrade_to_tier);
-        self.budgets
-            .get(session)
+        }));
+        let before = self.sequenced(&mut sink, |state, _| {
+            let before = state.budgets.get(session);
+            state.budgets.set(session, limit, action, degrade_to_tier);
+            (before, [Some(event), None])
+        });
+        if let Err(e) = Self::committed(sink).await {
+            lock(&self.seq).state.budgets.put_back(session, before);
+            return Err(e);
+        }
+        self.guard(session)
             .ok_or_else(|| ApiError::Internal("guard vanished".into()))
     }
 
     /// Changes a combo at runtime (`PATCH /api/combos/{id}`): the next request routes with the new
-    /// config, and the change is recorded as `ConfigChanged` with both config versions.
+    /// config, and the change is recorded as `ConfigChangedV2` with both config versions and
+    /// the fields that changed. It survives a restart unless the file changes the same field.
     pub async fn patch_combo(
         &self,
         id: &str,
@@ -291,47 +562,58 @@ impl Engine {
                 None,
             ));
         }
-        // One control write at a time, each applied only once committed, so the next one starts
-        // from the config version the log holds.
+        // One control write at a time, so the next one starts from the config version the log
+        // holds.
         let _serial = self.control.lock().await;
-        let (event, cfg) = {
-            let current = self.config();
-            let mut cfg = Config::clone(&current);
-            let ci = cfg
-                .combo_index(id)
-                .ok_or_else(|| ApiError::NotFound(format!("no combo {id:?} in the config")))?;
-            let mut changes = Vec::new();
-            let mut kind = ConfigChangeKind::ComboSwitched;
-            if let Some(c) = cfg.combos.get_mut(ci) {
-                if let Some(a) = active.filter(|a| *a != c.active) {
-                    changes.push(format!("active {} -> {a}", c.active));
-                    c.active = a;
-                }
-                if let Some(s) = strategy.filter(|s| *s != c.strategy) {
-                    changes.push(format!("strategy {:?} -> {s:?}", c.strategy).to_lowercase());
-                    c.strategy = s;
-                    if active.is_none() {
-                        kind = ConfigChangeKind::StrategySet;
-                    }
+        let current = self.config();
+        let mut cfg = Config::clone(&current);
+        let ci = cfg
+            .combo_index(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no combo {id:?} in the config")))?;
+        let mut kind = ConfigChangeKind::ComboSwitched;
+        if let Some(c) = cfg.combos.get_mut(ci) {
+            if let Some(a) = active {
+                c.active = a;
+            }
+            if let Some(s) = strategy {
+                c.strategy = s;
+                if active.is_none() {
+                    kind = ConfigChangeKind::StrategySet;
                 }
             }
-            if changes.is_empty() {
-                return Ok(current);
-            }
-            let previous = current.version();
-            cfg.reindex();
-            let event = ConfigChanged {
-                actor: actor.to_string(),
-                kind,
-                detail: format!("combo {id}: {}", changes.join(", ")),
-                previous_version: Some(previous),
-                config_version: cfg.version(),
-            };
-            (event, Arc::new(cfg))
+        }
+        cfg.reindex();
+        let changes = config::diff(&current, &cfg);
+        if changes.is_empty() {
+            return Ok(current);
+        }
+        let detail = changes
+            .iter()
+            .map(|c| {
+                let v = |x: &Option<serde_json::Value>| {
+                    x.as_ref().map_or("(none)".to_string(), |v| v.to_string())
+                };
+                format!("{}: {} -> {}", c.path, v(&c.from), v(&c.to))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cfg = Arc::new(cfg);
+        let event = ConfigChangedV2 {
+            actor: actor.to_string(),
+            kind,
+            detail,
+            previous_version: Some(current.version()),
+            config_version: cfg.version(),
+            file_version: self.file_version,
+            changes: field_changes(changes),
+            kept: Vec::new(),
+            dropped: Vec::new(),
         };
-        self.record_durably(Event::ConfigChanged(Box::new(event)))
-            .await?;
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&cfg);
+        let health_cfg = Arc::clone(&cfg);
+        self.record_config(&[&cfg], &cfg, event, move |state| {
+            state.health.reconfigure(&health_cfg)
+        })
+        .await?;
         Ok(cfg)
     }
 

@@ -1,87 +1,108 @@
-//! What the engine rebuilds from the log at start-up: API keys and session budget guards (with
-//! what each session has spent since its guard was set). One pass, in log order.
-//! (The projection runner of a later issue replaces this pass with checkpointed read models.)
+//! What the engine rebuilds from the log at start-up, in one pass: API keys, and the request
+//! flow's state (Health and budget guards) as the fold of `omniroute_core::flow::fold`, resumed
+//! from the newest state checkpoint when there is one. Also the last recorded config versions,
+//! from which start-up carries runtime changes over.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use omniroute_core::event::{ArchivedEvent, Cost, Event};
+use omniroute_core::config::Config;
+use omniroute_core::event::{ArchivedEvent, Hash32};
+use omniroute_core::flow::fold::Folder;
+use omniroute_core::flow::{State, StateSnapshot};
 use omniroute_core::log::{LogError, Reader};
+use serde::{Deserialize, Serialize};
 
-use super::budget::Guard;
 use super::keys::KeyEntry;
 
-#[derive(Debug, Default)]
-pub struct Restored {
-    pub keys: Vec<KeyEntry>,
-    pub guards: HashMap<String, Guard>,
+/// Name of the flow state's checkpoint in the log's `checkpoints` table.
+pub const STATE_CHECKPOINT: &str = "flow-state";
+
+/// The flow state as of the record at `seq`, under config `config_version`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StateCheckpoint {
+    pub seq: u64,
+    pub config_version: Hash32,
+    pub state: StateSnapshot,
 }
 
-fn interesting(e: &ArchivedEvent) -> bool {
-    matches!(
-        e,
-        ArchivedEvent::KeyCreated(_)
-            | ArchivedEvent::KeyRevoked(_)
-            | ArchivedEvent::BudgetGuardSet(_)
-            | ArchivedEvent::RequestReceived(_)
-            | ArchivedEvent::RequestCompleted(_)
-    )
+#[derive(Default)]
+pub struct Restored {
+    pub keys: Vec<KeyEntry>,
+    /// The folded flow state and the config it follows (`None` for a log with no config yet).
+    pub state: Option<(State, Arc<Config>)>,
+    /// The last recorded effective config version, and the config file's version it was layered
+    /// on (`None` for v1 records, which did not record it).
+    pub last_config: Option<(Hash32, Option<Hash32>)>,
+    /// Seq the fold resumed after (0: from the start).
+    pub resumed_at: u64,
+}
+
+/// Rebuilds keys only (`GET /api/keys`, `keys list`).
+pub fn keys(reader: &Reader) -> Result<Vec<KeyEntry>, LogError> {
+    let mut keys = Vec::new();
+    for item in reader.range(..)? {
+        let stored = item?;
+        key_event(&mut keys, stored.record()?.event);
+    }
+    Ok(keys)
+}
+
+fn key_event(keys: &mut Vec<KeyEntry>, e: &ArchivedEvent) {
+    match e {
+        ArchivedEvent::KeyCreated(k) => keys.push(KeyEntry {
+            id: k.key_id.get(),
+            name: k.name.to_string(),
+            scopes: k.scopes.iter().map(|s| s.to_string()).collect(),
+            revoked: false,
+        }),
+        ArchivedEvent::KeyRevoked(k) => {
+            let id = k.key_id.get();
+            for e in keys.iter_mut().filter(|e| e.id == id) {
+                e.revoked = true;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn checkpoint(reader: &Reader, last: u64) -> Result<Option<(Folder, u64)>, LogError> {
+    let Some(bytes) = reader.checkpoint(STATE_CHECKPOINT)? else {
+        return Ok(None);
+    };
+    // A checkpoint that does not decode or lies beyond the log (a salvaged prefix) is ignored:
+    // folding from the start gives the same state, only slower.
+    let Ok(c) = serde_json::from_slice::<StateCheckpoint>(&bytes) else {
+        return Ok(None);
+    };
+    if c.seq > last {
+        return Ok(None);
+    }
+    Ok(Folder::resume(c.state, c.config_version, reader)?.map(|f| (f, c.seq)))
 }
 
 pub fn restore(reader: &Reader) -> Result<Restored, LogError> {
     let mut out = Restored::default();
-    // Requests of guarded sessions still waiting for their `RequestCompleted`.
-    let mut open: HashMap<u128, String> = HashMap::new();
+    let last = reader.last_seq()?;
+    let (mut folder, from) = checkpoint(reader, last)?.unwrap_or((Folder::new(false), 0));
+    out.resumed_at = from;
     for item in reader.range(..)? {
         let stored = item?;
         let rec = stored.record()?;
-        if !interesting(rec.event) {
-            continue;
-        }
-        let Ok(event) = rec.event.to_owned_event() else {
-            continue;
-        };
-        match event {
-            Event::KeyCreated(k) => out.keys.push(KeyEntry {
-                id: k.key_id,
-                name: k.name,
-                scopes: k.scopes,
-                revoked: false,
-            }),
-            Event::KeyRevoked(k) => {
-                for e in out.keys.iter_mut().filter(|e| e.id == k.key_id) {
-                    e.revoked = true;
-                }
+        key_event(&mut out.keys, rec.event);
+        match rec.event {
+            ArchivedEvent::ConfigChanged(c) => {
+                out.last_config = Some((c.config_version.get(), None))
             }
-            Event::BudgetGuardSet(g) => {
-                let limit = match g.limit {
-                    Cost::Micros(m) => m,
-                    Cost::Unpriced => 0,
-                };
-                let e = out.guards.entry(g.session_id).or_insert(Guard {
-                    limit_micros: limit,
-                    action: g.action,
-                    degrade_to_tier: g.degrade_to_tier,
-                    spent_micros: 0,
-                    reserved_micros: 0,
-                });
-                e.limit_micros = limit;
-                e.action = g.action;
-                e.degrade_to_tier = g.degrade_to_tier;
-            }
-            Event::RequestReceived(r) => {
-                if let Some(s) = r.session_id.filter(|s| out.guards.contains_key(s)) {
-                    open.insert(r.request_id.0, s);
-                }
-            }
-            Event::RequestCompleted(c) => {
-                if let Some(s) = open.remove(&c.request_id.0)
-                    && let (Some(g), Cost::Micros(m)) = (out.guards.get_mut(&s), c.cost)
-                {
-                    g.spent_micros += m;
-                }
+            ArchivedEvent::ConfigChangedV2(c) => {
+                out.last_config = Some((c.config_version.get(), Some(c.file_version.get())));
             }
             _ => {}
         }
+        if rec.seq > from {
+            folder.apply(&rec, reader)?;
+        }
     }
+    let (state, config) = folder.into_parts();
+    out.state = state.zip(config);
     Ok(out)
 }

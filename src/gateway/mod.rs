@@ -54,6 +54,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .route("/api/audit/stats", get(audit))
         .route("/api/log/stats", get(log_stats))
         .route("/api/log/verify", get(log_verify))
+        .route("/api/log/decisions", get(log_decisions))
         .route("/api/log/tail", get(log_tail))
         .route("/api/keys", get(keys))
         .fallback(not_found)
@@ -367,7 +368,7 @@ async fn session(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     admin_read(&engine, &headers, remote).await?;
-    let reserved = engine.budgets.get(&id).map_or(0, |g| g.reserved_micros);
+    let reserved = engine.guard(&id).map_or(0, |g| g.reserved_micros);
     let v = engine
         .projections
         .read(|p| admin::session(p, &id, reserved))?;
@@ -505,6 +506,16 @@ async fn log_verify(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&engine, &headers, remote)?;
     read_log(&engine, admin::log_verify).await
+}
+
+/// Every recorded decision derived again from the log alone (`log verify --decisions`).
+async fn log_decisions(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&engine, &headers, remote)?;
+    read_log(&engine, |r| admin::log_verify_decisions(r, &mut |_, _| {})).await
 }
 
 /// `?n=N` (the last N), or `?after=SEQ[&limit=L][&wait_ms=W]` to follow: with `wait_ms`, an

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use omniroute::engine::Engine;
 use omniroute_core::config::Config;
 use omniroute_core::event::{Event, RequestId};
+use omniroute_core::flow::{Clock, ManualClock, SystemClock};
 use omniroute_core::log::faults::Faults;
 use omniroute_core::log::{Backoff, Log, LogOptions};
 use serde_json::{Value, json};
@@ -262,8 +263,29 @@ impl Gateway {
         (Self::start_on(toml, config, log, dir).await, faults)
     }
 
+    /// A gateway whose flow reads a manual clock (breaker windows and cooldowns, cooldowns after
+    /// rate limits, decision times): tests move time with `clock.advance(ms)` instead of sleeping.
+    pub async fn start_clocked(toml: &str, start_ms: u64) -> (Gateway, Arc<ManualClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(toml, "test config").unwrap();
+        let log = Log::open_with(dir.path(), omniroute::engine::log_options(&config)).unwrap();
+        let clock = Arc::new(ManualClock::new(start_ms));
+        let gw = Self::start_with(toml, config, log, dir, clock.clone()).await;
+        (gw, clock)
+    }
+
     async fn start_on(toml: &str, config: Config, log: Log, dir: tempfile::TempDir) -> Gateway {
-        let engine = Engine::start(config, "test config", log.clone())
+        Self::start_with(toml, config, log, dir, Arc::new(SystemClock)).await
+    }
+
+    async fn start_with(
+        toml: &str,
+        config: Config,
+        log: Log,
+        dir: tempfile::TempDir,
+        clock: Arc<dyn Clock>,
+    ) -> Gateway {
+        let engine = Engine::start_with_clock(config, "test config", log.clone(), clock)
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -287,13 +309,19 @@ impl Gateway {
         }
     }
 
-    /// Stops the server (in-flight requests finish) and commits the log.
+    /// Stops the server (in-flight requests finish), checkpoints the flow state and commits the
+    /// log, as `serve` does on SIGTERM.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+            let e = Arc::clone(&self.engine);
+            tokio::task::spawn_blocking(move || e.checkpoint())
+                .await
+                .unwrap()
+                .unwrap();
         }
         self.log.sync().unwrap();
     }

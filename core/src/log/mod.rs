@@ -458,6 +458,14 @@ impl Log {
         self.handle(slot).wait()
     }
 
+    /// A handle that resolves to the head seq once everything appended before this call is
+    /// committed; never blocks (`LogError::Full` when the queue is full).
+    pub fn barrier(&self) -> Result<Appended, LogError> {
+        let slot = Slot::new();
+        self.send(Msg::Barrier(Arc::clone(&slot)), false)?;
+        Ok(self.handle(slot))
+    }
+
     /// Follows committed ranges starting after `after_seq` (pass the seq you have already read).
     pub fn subscribe(&self, after_seq: u64) -> Subscription {
         Subscription {

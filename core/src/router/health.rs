@@ -1,10 +1,16 @@
-//! `Health`: what the router knows about each target, as a fold of attempt outcomes. The live
-//! engine and the replay engine feed it the same outcomes in the same order, so they see the same
-//! health. Memory is fixed per target (a ring of failure times, a 64-bucket latency sketch), never
-//! proportional to history.
+//! `Health`: what the router knows about each target, as a fold of events in log order. It
+//! changes only through [`Health::start`] (an `AttemptStarted`), [`Health::observe`] (an
+//! `AttemptFinished`), [`Health::advance`] (a `RouteDecided`), [`Health::reconfigure`] (a
+//! `ConfigChanged`) and [`Health::restart`] (a process start), each with the event's recorded
+//! time. The live engine applies them in the same critical section that stamps and enqueues the
+//! event, and `log verify --decisions` and replay fold the log through the same methods, so all of
+//! them see the same Health. Memory is fixed per target (a ring of failure times, a 64-bucket
+//! latency sketch), never proportional to history.
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Resilience};
-use crate::event::{CircuitState, ErrorClass};
+use crate::event::{CircuitState, ErrorClass, Hash32};
 
 use super::classify::policy;
 
@@ -37,9 +43,10 @@ pub struct CircuitTransition {
 
 /// A circuit breaker: closed -> open after N failures within a window -> half-open after a
 /// cooldown (one probe) -> closed on the probe's success, open again on its failure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Breaker {
     state: CircuitState,
+    #[serde(with = "array")]
     failures: [u64; RING],
     len: usize,
     next: usize,
@@ -137,8 +144,9 @@ impl Breaker {
 
 /// A small latency sketch: counts in buckets of sqrt(2) growth from 1 µs, halved when full so it
 /// follows recent traffic. Quantiles are read as the bucket's upper bound (within a factor 1.42).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencySketch {
+    #[serde(with = "array")]
     counts: [u16; BUCKETS],
     total: u32,
 }
@@ -203,8 +211,37 @@ impl LatencySketch {
     }
 }
 
+/// Serde for fixed arrays longer than serde derives for (32).
+mod array {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(
+        c: &[T; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(c.iter())
+    }
+
+    pub fn deserialize<'de, D, T, const N: usize>(d: D) -> Result<[T; N], D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default + Copy,
+    {
+        let v = Vec::<T>::deserialize(d)?;
+        let mut out = [T::default(); N];
+        if v.len() != N {
+            return Err(serde::de::Error::invalid_length(
+                v.len(),
+                &"a fixed-size array",
+            ));
+        }
+        out.copy_from_slice(&v);
+        Ok(out)
+    }
+}
+
 /// Everything known about one target.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetHealth {
     pub breaker: Breaker,
     /// No new attempts before this time (rate limits, Retry-After).
@@ -221,11 +258,24 @@ pub struct TargetHealth {
 }
 
 /// Health of every target plus the round-robin cursors of every combo.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Health {
     targets: Vec<TargetHealth>,
     cursors: Vec<u64>,
     resilience: Resilience,
+    /// Model and combo ids in config order: what `targets` and `cursors` are indexed by, so a
+    /// new config (models added, removed or reordered) keeps each target's state by id.
+    model_ids: Vec<String>,
+    combo_ids: Vec<String>,
+}
+
+/// Health without its config-derived parts, for checkpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthSnapshot {
+    targets: Vec<TargetHealth>,
+    cursors: Vec<u64>,
+    model_ids: Vec<String>,
+    combo_ids: Vec<String>,
 }
 
 impl Health {
@@ -234,15 +284,150 @@ impl Health {
             targets: vec![TargetHealth::default(); config.models.len()],
             cursors: vec![0; config.combos.len()],
             resilience: config.resilience,
+            model_ids: config.models.iter().map(|m| m.id.clone()).collect(),
+            combo_ids: config.combos.iter().map(|c| c.id.clone()).collect(),
         }
     }
 
-    /// Adapts to a changed config (models or combos added, resilience changed), keeping state.
+    /// Adapts to a new config (a `ConfigChanged`): each model's state and each combo's cursor is
+    /// kept by id; new ones start fresh; the resilience numbers are the new config's.
     pub fn reconfigure(&mut self, config: &Config) {
-        self.targets
-            .resize(config.models.len(), TargetHealth::default());
-        self.cursors.resize(config.combos.len(), 0);
+        let same_models = self.model_ids.len() == config.models.len()
+            && self
+                .model_ids
+                .iter()
+                .zip(&config.models)
+                .all(|(a, m)| *a == m.id);
+        if !same_models {
+            let mut old: std::collections::HashMap<String, TargetHealth> = self
+                .model_ids
+                .drain(..)
+                .zip(self.targets.drain(..))
+                .collect();
+            self.targets = config
+                .models
+                .iter()
+                .map(|m| old.remove(&m.id).unwrap_or_default())
+                .collect();
+            self.model_ids = config.models.iter().map(|m| m.id.clone()).collect();
+        }
+        let same_combos = self.combo_ids.len() == config.combos.len()
+            && self
+                .combo_ids
+                .iter()
+                .zip(&config.combos)
+                .all(|(a, c)| *a == c.id);
+        if !same_combos {
+            let old: std::collections::HashMap<&str, u64> = self
+                .combo_ids
+                .iter()
+                .map(String::as_str)
+                .zip(self.cursors.iter().copied())
+                .collect();
+            self.cursors = config
+                .combos
+                .iter()
+                .map(|c| old.get(c.id.as_str()).copied().unwrap_or(0))
+                .collect();
+            self.combo_ids = config.combos.iter().map(|c| c.id.clone()).collect();
+        }
         self.resilience = config.resilience;
+    }
+
+    /// The process started again: attempts that were in flight died with the previous process,
+    /// so nothing is in flight and no half-open probe is out.
+    pub fn restart(&mut self) {
+        for t in &mut self.targets {
+            t.in_flight = 0;
+            t.breaker.probe_in_flight = false;
+        }
+    }
+
+    /// Index of a model id in the config Health follows.
+    pub fn model_index(&self, id: &str) -> Option<usize> {
+        self.model_ids.iter().position(|m| m == id)
+    }
+
+    /// Health's index of model `id`, which is `m` in the caller's config: checked first, since
+    /// they agree unless the config changed while the caller's request was under way.
+    pub fn resolve(&self, m: usize, id: &str) -> Option<usize> {
+        match self.model_ids.get(m) {
+            Some(x) if x == id => Some(m),
+            _ => self.model_index(id),
+        }
+    }
+
+    /// Index of a combo id in the config Health follows.
+    pub fn combo_index(&self, id: &str) -> Option<usize> {
+        self.combo_ids.iter().position(|c| c == id)
+    }
+
+    /// A digest of what `decide` reads for these models and this combo's cursor, recorded with
+    /// each decision so that a re-derivation that saw a different Health is caught right there.
+    /// Fields are fed in a fixed order as little-endian bytes (floats by their bits).
+    pub fn digest(&self, models: impl Iterator<Item = usize>, combo: Option<usize>) -> Hash32 {
+        let mut h = blake3::Hasher::new();
+        h.update(&combo.map_or(u64::MAX, |c| self.cursor(c)).to_le_bytes());
+        for m in models {
+            let Some(t) = self.targets.get(m) else {
+                h.update(&[0xff]);
+                continue;
+            };
+            let b = &t.breaker;
+            let state = match b.state {
+                CircuitState::Closed => 0u8,
+                CircuitState::Open => 1,
+                CircuitState::HalfOpen => 2,
+            };
+            h.update(&[state, u8::from(b.probe_in_flight)]);
+            h.update(&b.opened_at_ms.to_le_bytes());
+            h.update(&(b.len as u64).to_le_bytes());
+            h.update(&(b.next as u64).to_le_bytes());
+            for f in &b.failures[..b.len] {
+                h.update(&f.to_le_bytes());
+            }
+            h.update(&t.cooldown_until_ms.to_le_bytes());
+            h.update(
+                &t.latency_ewma_us
+                    .map_or(u64::MAX, f64::to_bits)
+                    .to_le_bytes(),
+            );
+            h.update(&t.error_rate.to_bits().to_le_bytes());
+            h.update(&t.in_flight.to_le_bytes());
+            h.update(
+                &t.quota_headroom
+                    .map_or(u64::MAX, f64::to_bits)
+                    .to_le_bytes(),
+            );
+            h.update(&t.attempts.to_le_bytes());
+        }
+        Hash32(*h.finalize().as_bytes())
+    }
+
+    /// The state to checkpoint.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot {
+            targets: self.targets.clone(),
+            cursors: self.cursors.clone(),
+            model_ids: self.model_ids.clone(),
+            combo_ids: self.combo_ids.clone(),
+        }
+    }
+
+    /// Health from a checkpoint, following `config` from there on (as [`Health::reconfigure`]).
+    pub fn from_snapshot(s: HealthSnapshot, config: &Config) -> Option<Self> {
+        if s.targets.len() != s.model_ids.len() || s.cursors.len() != s.combo_ids.len() {
+            return None;
+        }
+        let mut h = Self {
+            targets: s.targets,
+            cursors: s.cursors,
+            resilience: config.resilience,
+            model_ids: s.model_ids,
+            combo_ids: s.combo_ids,
+        };
+        h.reconfigure(config);
+        Some(h)
     }
 
     pub fn resilience(&self) -> &Resilience {
