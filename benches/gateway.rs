@@ -380,9 +380,74 @@ fn bench(c: &mut Criterion) {
         ("omniroute_batched", &gw_batched),
         ("omniroute_strict", &gw_strict),
     ];
-    latency_and_throughput(c, &rt, &http, &targets, "", BODY);
-    latency_and_throughput(c, &rt, &http, &targets, "_stream", STREAM_BODY);
-    pacing(&rt, &http, &targets);
+    // `OMNIROUTE_BENCH_CPU_ONLY=1`: just the CPU cost (for before/after comparisons).
+    if std::env::var_os("OMNIROUTE_BENCH_CPU_ONLY").is_none() {
+        latency_and_throughput(c, &rt, &http, &targets, "", BODY);
+        latency_and_throughput(c, &rt, &http, &targets, "_stream", STREAM_BODY);
+        pacing(&rt, &http, &targets);
+    }
+    cpu(&rt, &http, &targets[1..3]);
+}
+
+/// CPU time of this whole process (all threads: client, upstream, proxy or gateway, log
+/// writer), in microseconds, from `/proc/self/stat` (utime + stime, in ticks of 1/100 s).
+fn process_cpu_us() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th and
+    // 13th of them.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (f[0] + f[1]) * 10_000
+}
+
+/// CPU per request at concurrency 32, plain answers: the bare proxy against omniroute
+/// (`batched`), interleaved over five rounds of 8192 requests; medians. Everything runs in this
+/// process, so the difference is what omniroute costs over a pass-through (routing, recording,
+/// the log writer).
+fn cpu(rt: &Runtime, http: &reqwest::Client, targets: &[(&str, &String)]) {
+    const N: usize = 8_192;
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..5 {
+        for (i, (_, url)) in targets.iter().enumerate() {
+            let before = process_cpu_us();
+            rt.block_on(async {
+                let mut tasks = Vec::with_capacity(CONCURRENCY);
+                for _ in 0..CONCURRENCY {
+                    let (http, url) = (http.clone(), url.to_string());
+                    tasks.push(tokio::spawn(async move {
+                        for _ in 0..N / CONCURRENCY {
+                            one(&http, &url, BODY).await;
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            per[i].push((process_cpu_us() - before) as f64 / N as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let m: Vec<f64> = per.iter_mut().map(median).collect();
+    for ((name, _), us) in targets.iter().zip(&m) {
+        eprintln!("gateway_cpu/{name}: {us:.1} µs CPU per request (whole process, c=32)");
+    }
+    if m.len() == 2 {
+        eprintln!(
+            "gateway_cpu: {} adds {:.1} µs CPU per request over {}",
+            targets[1].0,
+            m[1] - m[0],
+            targets[0].0
+        );
+    }
 }
 
 /// `omniroute serve` on an empty data dir: from spawn to the "listening" line on stderr.

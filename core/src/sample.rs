@@ -185,3 +185,243 @@ pub fn router_config(n: usize) -> Result<crate::config::Config, crate::config::C
     }
     crate::config::Config::from_toml(&s, "sample router config")
 }
+
+/// Simulated traffic through the request flow, without a network: `requests` requests over the
+/// combos of `config` (one session in eight with a `degrade` guard, one in eight with a `block`
+/// guard, one request in five needing `tools`), each step applied to a [`crate::flow::State`]
+/// exactly as the engine applies it and its events handed to `emit(ts_ms, event)` in order.
+/// Outcomes are drawn from a ChaCha8 RNG seeded with `seed`: target `i` fails with probability
+/// `(i % 4) / 10`, as server errors, timeouts, or rate limits with a Retry-After. Time advances
+/// 0..16 ms per request. The caller stores `config` (`canonical_json`) in the log's blobs.
+/// Deterministic: the same arguments give the same events. Benchmarks of `log verify
+/// --decisions` and tests of the fold use it.
+pub fn traffic(
+    config: &crate::config::Config,
+    requests: u64,
+    seed: u64,
+    start_ms: u64,
+    emit: &mut dyn FnMut(u64, Event),
+) {
+    use crate::flow::{self, Facts, Routed, State, Verdict, step};
+    use crate::router::AttemptOutcome;
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::{RngCore, SeedableRng};
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut state = State::new(config);
+    let cv = config.version();
+    let mut now = start_ms;
+    state.restart();
+    emit(
+        now,
+        Event::ConfigChangedV2(Box::new(ConfigChangedV2 {
+            actor: "startup".into(),
+            kind: ConfigChangeKind::Loaded,
+            detail: "simulated traffic".into(),
+            previous_version: None,
+            config_version: cv,
+            file_version: cv,
+            changes: Vec::new(),
+            kept: Vec::new(),
+            dropped: Vec::new(),
+        })),
+    );
+    for (session, action, tier, limit) in [
+        ("degrade", BudgetAction::Degrade, Some(0), 50_000),
+        ("block", BudgetAction::Block, None, 20_000),
+    ] {
+        state.budgets.set(session, limit, action, tier);
+        emit(
+            now,
+            Event::BudgetGuardSet(Box::new(BudgetGuardSet {
+                session_id: session.into(),
+                limit: Cost::Micros(limit),
+                action,
+                degrade_to_tier: tier,
+                actor: "simulation".into(),
+            })),
+        );
+    }
+    let combos: Vec<&str> = config.combos.iter().map(|c| c.id.as_str()).collect();
+    for n in 0..requests {
+        now += rng.next_u64() % 16;
+        let rid = request_id(n);
+        let session = match n % 8 {
+            3 => Some("degrade"),
+            5 => Some("block"),
+            _ => None,
+        };
+        let requested = combos
+            .get((rng.next_u64() % combos.len().max(1) as u64) as usize)
+            .copied()
+            .unwrap_or("default");
+        let max_tokens = (n % 3 != 0).then_some(64 + (n % 512) as u32);
+        let facts = Facts {
+            requested,
+            est_prompt_tokens: 100 + (n % 2_000) as u32,
+            max_tokens,
+            min_tier: None,
+            session,
+            required: if n % 5 == 0 {
+                crate::config::Capability::Tools.bit()
+            } else {
+                0
+            },
+        };
+        emit(
+            now,
+            Event::RequestReceived(Box::new(RequestReceived {
+                request_id: rid,
+                config_version: cv,
+                session_id: session.map(str::to_string),
+                api_key_id: None,
+                endpoint: "/v1/chat/completions".into(),
+                requested: requested.into(),
+                stream: false,
+                est_prompt_tokens: facts.est_prompt_tokens,
+                max_tokens,
+                body_hash: Hash32::of(&n.to_le_bytes()),
+                body_stored: false,
+                task_hint: None,
+                min_tier: None,
+            })),
+        );
+        let request_seed = rng.next_u64();
+        let complete = |status: u16, target: Option<Target>, cost: u64, attempts: u16| {
+            Event::RequestCompleted(Box::new(RequestCompleted {
+                request_id: rid,
+                config_version: cv,
+                status,
+                target,
+                error: None,
+                total_latency_us: 0,
+                ttft_us: None,
+                tokens: Tokens::default(),
+                cost: Cost::Micros(cost),
+                attempts,
+            }))
+        };
+        let routed = flow::route(&facts, rid, request_seed, now, &state, config);
+        let (decision, event) = match routed {
+            Routed::Blocked { .. } | Routed::Unroutable { .. } => {
+                state.budgets.settle(rid, 0);
+                emit(now, complete(402, None, 0, 0));
+                continue;
+            }
+            Routed::Decided {
+                decision,
+                event,
+                verdict,
+            } => {
+                state.apply_decided(rid, &event.decided.combo, event.reservation());
+                if let Verdict::Degrade { guard, .. } | Verdict::Alert { guard, .. } = verdict {
+                    emit(
+                        now,
+                        Event::BudgetExceeded(Box::new(BudgetExceeded {
+                            request_id: rid,
+                            config_version: cv,
+                            session_id: session.unwrap_or_default().into(),
+                            limit: Cost::Micros(guard.limit_micros),
+                            spent: Cost::Micros(guard.spent_micros),
+                            reserved: Cost::Micros(guard.reserved_micros),
+                            action: guard.action,
+                            outcome: "degraded".into(),
+                        })),
+                    );
+                }
+                (decision, event)
+            }
+        };
+        emit(now, Event::RouteDecidedV2(event));
+        let plan: Vec<usize> = decision.targets().collect();
+        let mut jitter = step::jitter_rng(request_seed);
+        let (mut attempts, mut cost, mut served) = (0u16, 0u64, None);
+        'targets: for (ti, &m) in plan.iter().enumerate() {
+            let Some(model) = config.model(m) else { break };
+            let target = crate::router::event_target(config, model);
+            let mut retries = 0;
+            loop {
+                attempts += 1;
+                state.health.start(m, now);
+                emit(
+                    now,
+                    Event::AttemptStarted(Box::new(AttemptStarted {
+                        request_id: rid,
+                        config_version: cv,
+                        attempt: attempts,
+                        target: target.clone(),
+                        upstream_model: model.upstream.clone(),
+                        timeout_ms: 30_000,
+                    })),
+                );
+                let latency_us = 20_000 + rng.next_u64() % 400_000;
+                now += latency_us / 1000;
+                let fails = rng.next_u64() % 10 < (m % 4) as u64;
+                let (error, retry_after_ms) = match (fails, rng.next_u64() % 3) {
+                    (false, _) => (None, None),
+                    (true, 0) => (Some(ErrorClass::RateLimited), Some(1_000)),
+                    (true, 1) => (Some(ErrorClass::Timeout), None),
+                    (true, _) => (Some(ErrorClass::ServerError), None),
+                };
+                let tokens = Tokens {
+                    input: u64::from(facts.est_prompt_tokens),
+                    output: 50,
+                    ..Tokens::default()
+                };
+                let this_cost = match (error, &model.price) {
+                    (None, Some(p)) => p.cost_micros(&tokens),
+                    _ => 0,
+                };
+                state.health.observe(
+                    &AttemptOutcome {
+                        model: m,
+                        latency_us,
+                        error,
+                        retry_after_ms,
+                    },
+                    now,
+                );
+                emit(
+                    now,
+                    Event::AttemptFinished(Box::new(AttemptFinished {
+                        request_id: rid,
+                        config_version: cv,
+                        attempt: attempts,
+                        target: target.clone(),
+                        status: Some(if error.is_some() { 500 } else { 200 }),
+                        latency_us,
+                        ttft_us: None,
+                        tokens: if error.is_some() {
+                            Tokens::default()
+                        } else {
+                            tokens
+                        },
+                        cost: Cost::Micros(this_cost),
+                        error: error.map(|class| AttemptError {
+                            class,
+                            retry_after_ms,
+                            message: "simulated".into(),
+                        }),
+                    })),
+                );
+                cost += this_cost;
+                let Some(class) = error else {
+                    served = Some(target);
+                    break 'targets;
+                };
+                let more = ti + 1 < plan.len();
+                match step::next(class, retries, more, &config.resilience, &mut jitter) {
+                    step::Next::Retry { after_ms } => {
+                        retries += 1;
+                        now += after_ms;
+                    }
+                    step::Next::FallBack => break,
+                    step::Next::Refuse | step::Next::Exhausted => break 'targets,
+                }
+            }
+        }
+        state.budgets.settle(rid, cost);
+        let status = if served.is_some() { 200 } else { 502 };
+        emit(now, complete(status, served, cost, attempts));
+    }
+}

@@ -229,3 +229,6 @@ impl RouteDecidedV2 {
             .map(|b| (b.session_id.as_str(), b.reserved_now_micros))
     }
 }
+
+#[cfg(test)]
+mod tests;
