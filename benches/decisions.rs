@@ -42,6 +42,17 @@ fn verify(c: &mut Criterion) {
     g.bench_function("simulated_8_targets", |b| {
         b.iter(|| black_box(verify_decisions(&reader, &mut |_, _| {}).unwrap()))
     });
+    // The same fold without re-deriving: what reading and folding the log costs.
+    g.bench_function("fold_only", |b| {
+        b.iter(|| {
+            let mut f = omniroute_core::flow::fold::Folder::new(false);
+            for s in reader.range(..).unwrap() {
+                let s = s.unwrap();
+                f.apply(&s.record().unwrap(), &reader).unwrap();
+            }
+            black_box(f.report().events)
+        })
+    });
     g.finish();
 }
 
@@ -59,6 +70,21 @@ fn route(c: &mut Criterion) {
             session: None,
             required: 0,
         };
+        let mut input = omniroute_core::router::RouteInput::new(strategy, 1_200, 7);
+        input.max_tokens = Some(256);
+        let health = &state.health;
+        g.bench_function(format!("{strategy}_decide_only"), |b| {
+            b.iter(|| {
+                black_box(omniroute_core::router::decide_seeded(&input, health, &config, 20_000))
+            })
+        });
+        let d = omniroute_core::router::decide_seeded(&input, health, &config, 20_000).unwrap();
+        g.bench_function(format!("{strategy}_digest_only"), |b| {
+            b.iter(|| black_box(health.digest(d.candidates.iter().map(|c| c.model), d.combo)))
+        });
+        g.bench_function(format!("{strategy}_to_event_only"), |b| {
+            b.iter(|| black_box(d.to_event(RequestId(1), config.version(), strategy, &config)))
+        });
         g.bench_function(format!("{strategy}_8_targets"), |b| {
             b.iter(|| {
                 black_box(flow::route(

@@ -970,16 +970,6 @@ impl ArchivedEvent {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use proptest::prelude::*;
-
-    /// Finite floats only: NaN would make equality-based round-trip checks meaningless.
-    pub fn finite() -> impl Strategy<Value = f64> {
-        prop::num::f64::NORMAL | prop::num::f64::ZERO
-    }
-}
-
 impl ArchivedHash32 {
     pub fn get(&self) -> Hash32 {
         Hash32(self.0)
@@ -1010,5 +1000,15 @@ impl ArchivedBudgetAction {
             ArchivedBudgetAction::Degrade => BudgetAction::Degrade,
             ArchivedBudgetAction::Alert => BudgetAction::Alert,
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use proptest::prelude::*;
+
+    /// Finite floats only: NaN would make equality-based round-trip checks meaningless.
+    pub fn finite() -> impl Strategy<Value = f64> {
+        prop::num::f64::NORMAL | prop::num::f64::ZERO
     }
 }
