@@ -75,7 +75,9 @@ fn route(c: &mut Criterion) {
         let health = &state.health;
         g.bench_function(format!("{strategy}_decide_only"), |b| {
             b.iter(|| {
-                black_box(omniroute_core::router::decide_seeded(&input, health, &config, 20_000))
+                black_box(omniroute_core::router::decide_seeded(
+                    &input, health, &config, 20_000,
+                ))
             })
         });
         let d = omniroute_core::router::decide_seeded(&input, health, &config, 20_000).unwrap();

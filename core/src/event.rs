@@ -1003,6 +1003,36 @@ impl ArchivedBudgetAction {
     }
 }
 
+impl ArchivedStrategy {
+    pub fn get(&self) -> Strategy {
+        match self {
+            ArchivedStrategy::Priority => Strategy::Priority,
+            ArchivedStrategy::Weighted => Strategy::Weighted,
+            ArchivedStrategy::RoundRobin => Strategy::RoundRobin,
+            ArchivedStrategy::LeastLatency => Strategy::LeastLatency,
+            ArchivedStrategy::Cost => Strategy::Cost,
+            ArchivedStrategy::LeastBusy => Strategy::LeastBusy,
+            ArchivedStrategy::Auto => Strategy::Auto,
+            ArchivedStrategy::Tiered => Strategy::Tiered,
+        }
+    }
+}
+
+impl ArchivedExclusionReason {
+    pub fn get(&self) -> ExclusionReason {
+        match self {
+            ArchivedExclusionReason::CircuitOpen => ExclusionReason::CircuitOpen,
+            ArchivedExclusionReason::CoolingDown => ExclusionReason::CoolingDown,
+            ArchivedExclusionReason::Budget => ExclusionReason::Budget,
+            ArchivedExclusionReason::Quota => ExclusionReason::Quota,
+            ArchivedExclusionReason::Capability => ExclusionReason::Capability,
+            ArchivedExclusionReason::ContextWindow => ExclusionReason::ContextWindow,
+            ArchivedExclusionReason::Inactive => ExclusionReason::Inactive,
+            ArchivedExclusionReason::Disabled => ExclusionReason::Disabled,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use proptest::prelude::*;

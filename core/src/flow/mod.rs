@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::event::{BudgetSeen, RequestId, RouteDecidedV2, RouteInputRecord};
+use crate::event::{
+    ArchivedRouteDecidedV2, BudgetSeen, Hash32, RequestId, RouteDecidedV2, RouteInputRecord,
+};
 use crate::router::{self, Decision, Health, RouteError, RouteInput};
 pub use budget::{Budgets, Guard, Verdict};
 
@@ -144,6 +146,78 @@ pub enum Routed {
     },
 }
 
+/// A decision and everything it read, before it is turned into its event.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    pub decision: Decision,
+    pub input: RouteInputRecord,
+    pub now_ms: u64,
+    pub health_digest: Hash32,
+    pub budget: Option<BudgetSeen>,
+    pub verdict: Verdict,
+}
+
+impl Derived {
+    /// The event that records it.
+    pub fn event(self, rid: RequestId, config: &Config) -> RouteDecidedV2 {
+        let decided = self
+            .decision
+            .to_event(rid, config.version(), &self.input.requested, config);
+        RouteDecidedV2 {
+            decided,
+            input: self.input,
+            now_ms: self.now_ms,
+            health_digest: self.health_digest,
+            budget: self.budget,
+        }
+    }
+
+    /// Whether `e` records exactly this (every field [`Derived::event`] would write; see
+    /// [`Decision::matches_event`]), without building the event.
+    pub fn matches(
+        &self,
+        e: &ArchivedRouteDecidedV2,
+        rid: RequestId,
+        config: &Config,
+        scratch: &mut String,
+    ) -> bool {
+        let (i, a) = (&self.input, &e.input);
+        let same_input = a.requested.as_str() == i.requested
+            && a.est_prompt_tokens.to_native() == i.est_prompt_tokens
+            && a.max_tokens.as_ref().map(|v| v.to_native()) == i.max_tokens
+            && a.required == i.required
+            && a.min_tier.as_ref().copied() == i.min_tier
+            && a.max_tier.as_ref().copied() == i.max_tier
+            && a.budget_left_micros.as_ref().map(|v| v.to_native()) == i.budget_left_micros;
+        let same_budget = match (e.budget.as_ref(), &self.budget) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.session_id.as_str() == b.session_id
+                    && a.limit_micros.to_native() == b.limit_micros
+                    && a.action.get() == b.action
+                    && a.degrade_to_tier.as_ref().copied() == b.degrade_to_tier
+                    && a.spent_micros.to_native() == b.spent_micros
+                    && a.reserved_micros.to_native() == b.reserved_micros
+                    && a.worst_micros.to_native() == b.worst_micros
+                    && a.reserved_now_micros.to_native() == b.reserved_now_micros
+            }
+            _ => false,
+        };
+        same_input
+            && same_budget
+            && e.now_ms.to_native() == self.now_ms
+            && e.health_digest.get() == self.health_digest
+            && self.decision.matches_event(
+                &e.decided,
+                rid,
+                config.version(),
+                &self.input.requested,
+                config,
+                scratch,
+            )
+    }
+}
+
 /// Budget verdict, `RouteInput` assembly and the router, for one request. Pure: reads `state`,
 /// changes nothing (the caller applies the decision in the same critical section that records it).
 pub fn route(
@@ -154,6 +228,29 @@ pub fn route(
     state: &State,
     config: &Config,
 ) -> Routed {
+    match derive(facts, seed, now_ms, state, config) {
+        Ok(d) => {
+            let verdict = d.verdict;
+            let decision = d.decision.clone();
+            Routed::Decided {
+                event: Box::new(d.event(rid, config)),
+                decision,
+                verdict,
+            }
+        }
+        Err(r) => r,
+    }
+}
+
+/// [`route`] without building the event: the decision and what it read, or why there is none
+/// (`Blocked` or `Unroutable`).
+pub fn derive(
+    facts: &Facts<'_>,
+    seed: u64,
+    now_ms: u64,
+    state: &State,
+    config: &Config,
+) -> Result<Derived, Routed> {
     let worst = budget::worst_case(config, facts, None);
     let guard = facts.session.and_then(|s| state.budgets.get(s));
     let verdict = match guard {
@@ -161,7 +258,7 @@ pub fn route(
         Some(g) => budget::verdict(&g, worst, |t| budget::worst_case(config, facts, Some(t))),
     };
     let (max_tier, left) = match verdict {
-        Verdict::Blocked(guard) => return Routed::Blocked { guard, worst },
+        Verdict::Blocked(guard) => return Err(Routed::Blocked { guard, worst }),
         Verdict::Unguarded | Verdict::Alert { .. } => (None, None),
         Verdict::Reserved { guard, .. } => (None, Some(guard.left())),
         Verdict::Degrade { tier, guard, .. } => (Some(tier), Some(guard.left())),
@@ -171,28 +268,19 @@ pub fn route(
         (None, v) if v != Verdict::Unguarded => Some(config.router.default_output_tokens),
         (m, _) => m,
     };
-    let input = RouteInputRecord {
-        requested: facts.requested.to_string(),
+    let ri = RouteInput {
+        requested: facts.requested,
         est_prompt_tokens: facts.est_prompt_tokens,
         max_tokens,
         required: facts.required,
         min_tier: facts.min_tier,
         max_tier,
         budget_left_micros: left,
-    };
-    let ri = RouteInput {
-        requested: facts.requested,
-        est_prompt_tokens: input.est_prompt_tokens,
-        max_tokens: input.max_tokens,
-        required: input.required,
-        min_tier: input.min_tier,
-        max_tier: input.max_tier,
-        budget_left_micros: input.budget_left_micros,
         seed,
     };
     let decision = match router::decide_seeded(&ri, &state.health, config, now_ms) {
         Ok(d) => d,
-        Err(error) => return Routed::Unroutable { error, verdict },
+        Err(error) => return Err(Routed::Unroutable { error, verdict }),
     };
     let health_digest = state
         .health
@@ -207,18 +295,22 @@ pub fn route(
         worst_micros: worst,
         reserved_now_micros: verdict.reserved(),
     });
-    let decided = decision.to_event(rid, config.version(), facts.requested, config);
-    Routed::Decided {
-        event: Box::new(RouteDecidedV2 {
-            decided,
-            input,
-            now_ms,
-            health_digest,
-            budget,
-        }),
+    Ok(Derived {
         decision,
+        input: RouteInputRecord {
+            requested: facts.requested.to_string(),
+            est_prompt_tokens: facts.est_prompt_tokens,
+            max_tokens,
+            required: facts.required,
+            min_tier: facts.min_tier,
+            max_tier,
+            budget_left_micros: left,
+        },
+        now_ms,
+        health_digest,
+        budget,
         verdict,
-    }
+    })
 }
 
 impl RouteDecidedV2 {

@@ -52,8 +52,39 @@ pub(crate) struct Opener {
 }
 
 impl Opener {
+    /// Creates a new log file atomically: built and initialised under a temporary name, then
+    /// renamed into place. A process killed while creating it (a `keys create` on a fresh data
+    /// dir) leaves no half-written `omniroute.redb` that no later open could read.
+    fn create_atomically(&self) -> Result<(), LogError> {
+        let tmp = self.path.with_extension("redb.new");
+        let io = |source| LogError::DataDir {
+            dir: self.dir.clone(),
+            source,
+        };
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let db = super::guard::contain(&tmp, None, || {
+            super::open_db(&self.dir, &tmp, || Database::builder().create(&tmp))
+        })?;
+        let init = super::guard::contain(&tmp, None, || super::init(&db, &tmp));
+        super::guard::drop_contained(&tmp, db);
+        init?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
     /// Opens the database (creating it if needed), prepares the tables and reads the head.
     pub(crate) fn open(&self) -> Result<(Database, Head), LogError> {
+        if self.factory.is_none() && !self.path.exists() {
+            self.create_atomically()?;
+        }
         let mut builder = Database::builder();
         builder.set_cache_size(self.cache_size);
         // Opening runs redb's repair on a file that was not closed cleanly, and `init` commits:

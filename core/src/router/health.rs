@@ -364,13 +364,29 @@ impl Health {
 
     /// A digest of what `decide` reads for these models and this combo's cursor, recorded with
     /// each decision so that a re-derivation that saw a different Health is caught right there.
-    /// Fields are fed in a fixed order as little-endian bytes (floats by their bits).
+    /// Fields are fed in a fixed order as little-endian bytes (floats by their bits). The breaker's
+    /// ring of failure times is left out: `decide` does not read it (it costs more to hash than
+    /// the rest), and a difference in it shows as soon as it changes a breaker's state.
     pub fn digest(&self, models: impl Iterator<Item = usize>, combo: Option<usize>) -> Hash32 {
+        let mut buf = [0u8; 512];
         let mut h = blake3::Hasher::new();
-        h.update(&combo.map_or(u64::MAX, |c| self.cursor(c)).to_le_bytes());
+        let mut n = 0;
+        let mut put = |bytes: &[u8], buf: &mut [u8; 512], h: &mut blake3::Hasher| {
+            if n + bytes.len() > buf.len() {
+                h.update(&buf[..n]);
+                n = 0;
+            }
+            buf[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
+        };
+        put(
+            &combo.map_or(u64::MAX, |c| self.cursor(c)).to_le_bytes(),
+            &mut buf,
+            &mut h,
+        );
         for m in models {
             let Some(t) = self.targets.get(m) else {
-                h.update(&[0xff]);
+                put(&[0xff], &mut buf, &mut h);
                 continue;
             };
             let b = &t.breaker;
@@ -379,28 +395,20 @@ impl Health {
                 CircuitState::Open => 1,
                 CircuitState::HalfOpen => 2,
             };
-            h.update(&[state, u8::from(b.probe_in_flight)]);
-            h.update(&b.opened_at_ms.to_le_bytes());
-            h.update(&(b.len as u64).to_le_bytes());
-            h.update(&(b.next as u64).to_le_bytes());
-            for f in &b.failures[..b.len] {
-                h.update(&f.to_le_bytes());
+            put(&[state, u8::from(b.probe_in_flight)], &mut buf, &mut h);
+            for v in [
+                b.opened_at_ms,
+                t.cooldown_until_ms,
+                t.latency_ewma_us.map_or(u64::MAX, f64::to_bits),
+                t.error_rate.to_bits(),
+                u64::from(t.in_flight),
+                t.quota_headroom.map_or(u64::MAX, f64::to_bits),
+                t.attempts,
+            ] {
+                put(&v.to_le_bytes(), &mut buf, &mut h);
             }
-            h.update(&t.cooldown_until_ms.to_le_bytes());
-            h.update(
-                &t.latency_ewma_us
-                    .map_or(u64::MAX, f64::to_bits)
-                    .to_le_bytes(),
-            );
-            h.update(&t.error_rate.to_bits().to_le_bytes());
-            h.update(&t.in_flight.to_le_bytes());
-            h.update(
-                &t.quota_headroom
-                    .map_or(u64::MAX, f64::to_bits)
-                    .to_le_bytes(),
-            );
-            h.update(&t.attempts.to_le_bytes());
         }
+        h.update(&buf[..n]);
         Hash32(*h.finalize().as_bytes())
     }
 

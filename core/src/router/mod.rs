@@ -213,6 +213,86 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// Whether `e` records exactly this decision: every field [`Decision::to_event`] would write,
+    /// compared with the stored one (strings and integers exactly, floats by their bits), so it
+    /// agrees with comparing the encodings, without building the event. `scratch` is a reused
+    /// buffer. Keep it in step with `to_event`.
+    pub fn matches_event(
+        &self,
+        e: &event::ArchivedRouteDecided,
+        request_id: RequestId,
+        config_version: Hash32,
+        requested: &str,
+        config: &Config,
+        scratch: &mut String,
+    ) -> bool {
+        use std::fmt::Write as _;
+        let combo = match self.combo.and_then(|c| config.combos.get(c)) {
+            Some(c) => c.id.as_str(),
+            None => requested,
+        };
+        if e.request_id.get() != request_id
+            || e.config_version.get() != config_version
+            || e.combo.as_str() != combo
+            || e.strategy.get() != self.strategy
+            || e.seed.to_native() != self.seed
+            || e.propensity.to_native().to_bits() != self.propensity.to_bits()
+            || e.plan.len() != self.plan.len()
+            || e.candidates.len() != self.candidates.len()
+        {
+            return false;
+        }
+        if !e
+            .plan
+            .iter()
+            .zip(&self.plan)
+            .all(|(a, b)| a.to_native() == *b)
+        {
+            return false;
+        }
+        self.candidates
+            .iter()
+            .zip(e.candidates.iter())
+            .all(|(c, a)| {
+                let (provider, model, tier) = match config.model(c.model) {
+                    Some(m) => (
+                        config.provider_of(m).map_or("", |p| p.id.as_str()),
+                        m.id.as_str(),
+                        m.tier,
+                    ),
+                    None => ("", "", 0),
+                };
+                let factors = c.factors.as_slice();
+                let same = a.target.provider.as_str() == provider
+                    && a.target.model.as_str() == model
+                    && a.tier == tier
+                    && a.score.to_native().to_bits() == c.score.to_bits()
+                    && a.factors.len() == factors.len()
+                    && a.factors.iter().zip(factors).all(|(x, f)| {
+                        x.name.as_str() == f.name
+                            && x.value.to_native().to_bits() == f.value.to_bits()
+                            && x.weight.to_native().to_bits() == f.weight.to_bits()
+                    });
+                same && match (a.excluded.as_ref(), c.excluded) {
+                    (None, None) => true,
+                    (Some(x), Some(ex)) => {
+                        x.reason.get() == ex.reason
+                            && match ex.until_ms {
+                                None => x.detail.as_str() == ex.detail,
+                                Some(t) => {
+                                    scratch.clear();
+                                    let _ = write!(scratch, "{} (until unix ms {t})", ex.detail);
+                                    x.detail.as_str() == scratch.as_str()
+                                }
+                            }
+                    }
+                    _ => false,
+                }
+            })
+    }
+}
+
 /// The event form of a model target.
 pub fn event_target(config: &Config, m: &Model) -> event::Target {
     event::Target {
