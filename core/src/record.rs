@@ -145,6 +145,13 @@ pub fn encode(event: &Event, ts_ms: u64) -> Result<Vec<u8>, rkyv::rancor::Error>
     rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(event, buf)
 }
 
+/// Sets the time of an encoded record whose chain fields are still zero (before [`seal`]).
+pub fn stamp(buf: &mut [u8], ts_ms: u64) {
+    if let Some(t) = buf.get_mut(TS..TS + 8) {
+        t.copy_from_slice(&ts_ms.to_le_bytes());
+    }
+}
+
 /// Fills `prev_hash` and `hash` of an encoded record for position `seq`; returns the hash.
 pub fn seal(buf: &mut [u8], seq: u64, prev: &[u8; 32]) -> Result<[u8; 32], RecordError> {
     let env = envelope(buf)?;

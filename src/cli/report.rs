@@ -279,6 +279,28 @@ fn render_explain(x: &Explain) -> String {
             d.seed,
             d.propensity
         );
+        if let Some(i) = &x.route_input {
+            let caps: Vec<&str> = [
+                (omniroute_core::config::Capability::Tools, "tools"),
+                (omniroute_core::config::Capability::Vision, "vision"),
+                (omniroute_core::config::Capability::Json, "json"),
+                (omniroute_core::config::Capability::Reasoning, "reasoning"),
+            ]
+            .iter()
+            .filter(|(c, _)| i.required & c.bit() != 0)
+            .map(|(_, n)| *n)
+            .collect();
+            let _ = writeln!(
+                o,
+                "  inputs      max_tokens {}, needs [{}], tiers {}..={}, budget left {}",
+                opt(i.max_tokens),
+                caps.join(", "),
+                i.min_tier.unwrap_or(0),
+                i.max_tier.unwrap_or(3),
+                i.budget_left_micros
+                    .map_or_else(|| "-".into(), |m| format!("${:.6}", m as f64 / 1e6))
+            );
+        }
         let _ = writeln!(o, "\ncandidates");
         let _ = writeln!(
             o,

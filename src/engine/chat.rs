@@ -221,10 +221,11 @@ impl Ctx {
             attempts: self.attempts,
         }));
         // The reservation is replaced by the actual cost in the step that records it.
-        self.engine.sequenced(&mut self.sink, |state, _| {
-            state.budgets.settle(rid, actual);
-            ((), [Some(event), None])
-        });
+        self.engine
+            .sequenced(&mut self.sink, Some(event), |state, _| {
+                state.budgets.settle(rid, actual);
+                ((), [None, None])
+            });
         let sink = std::mem::take(&mut self.sink);
         if !self.must_commit {
             return true;
@@ -308,17 +309,15 @@ impl Ctx {
             retry_after_ms: failure.and_then(|f| f.retry_after_ms),
         };
         // Folded into Health at the time it is recorded, in the step that records it.
-        self.engine.sequenced(&mut self.sink, |state, now| {
-            let change = state
-                .health
-                .resolve(m, id)
-                .and_then(|i| state.health.observe(&outcome(i), now))
-                .map(|t| CircuitTransition { model: m, ..t });
-            (
-                (),
-                [Some(event), Engine::circuit_event(cfg, change, Some(rid))],
-            )
-        });
+        self.engine
+            .sequenced(&mut self.sink, Some(event), |state, now| {
+                let change = state
+                    .health
+                    .resolve(m, id)
+                    .and_then(|i| state.health.observe(&outcome(i), now))
+                    .map(|t| CircuitTransition { model: m, ..t });
+                ((), [Engine::circuit_event(cfg, change, Some(rid)), None])
+            });
     }
 
     fn budget_exceeded(&self, g: &Guard, outcome: String) -> Event {
@@ -529,7 +528,7 @@ impl Ctx {
         };
         let (rid, cfg) = (self.rid, Arc::clone(&self.cfg));
         let mut sink = std::mem::take(&mut self.sink);
-        let routed = self.engine.sequenced(&mut sink, |state, now| {
+        let routed = self.engine.sequenced(&mut sink, None, |state, now| {
             let routed = flow::route(&facts, rid, seed, now, state, &cfg);
             let events = match &routed {
                 Routed::Blocked { guard, .. } => {
@@ -640,17 +639,15 @@ impl Ctx {
         }));
         // In flight from the step that records it (a half-open breaker lets its probe through).
         let rid = self.rid;
-        self.engine.sequenced(&mut self.sink, |state, now| {
-            let probe = state
-                .health
-                .resolve(m, &model.id)
-                .and_then(|i| state.health.start(i, now))
-                .map(|t| CircuitTransition { model: m, ..t });
-            (
-                (),
-                [Some(event), Engine::circuit_event(&cfg, probe, Some(rid))],
-            )
-        });
+        self.engine
+            .sequenced(&mut self.sink, Some(event), |state, now| {
+                let probe = state
+                    .health
+                    .resolve(m, &model.id)
+                    .and_then(|i| state.health.start(i, now))
+                    .map(|t| CircuitTransition { model: m, ..t });
+                ((), [Engine::circuit_event(&cfg, probe, Some(rid)), None])
+            });
         let id = format!("chatcmpl-{}", self.rid);
         let call = Call {
             http: &self.engine.http,

@@ -292,31 +292,27 @@ impl Engine {
     }
 
     /// One step of the flow, in its critical section (module docs): reads the clock once (never
-    /// backwards), lets `step` decide and change the state at that time, and enqueues the events
-    /// it returns, stamped with that time, before the lock is released. A full queue is waited
-    /// on here (backpressure, never loss), off the runtime's scheduling when it can be. An event
-    /// the log refused is counted (and surfaces in `/api/health`), never silently dropped.
+    /// backwards), lets `step` decide and change the state at that time, and enqueues `pre` (the
+    /// step's own event, encoded beforehand so that the lock is held briefly) and then the events
+    /// `step` returns, all stamped with that time, before the lock is released. A full queue is
+    /// waited on here (backpressure, never loss), off the runtime's scheduling when it can be. An
+    /// event the log refused is counted (and surfaces in `/api/health`), never silently dropped.
     pub(crate) fn sequenced<R>(
         &self,
         sink: &mut Sink,
+        pre: Option<Event>,
         step: impl FnOnce(&mut State, u64) -> (R, [Option<Event>; 2]),
     ) -> R {
+        let pre = pre.map(|e| Log::encode(&e));
         let mut seq = lock(&self.seq);
         let now = self.clock.now_ms().max(seq.last_ms);
         seq.last_ms = now;
         let (out, events) = step(&mut seq.state, now);
-        for event in events.iter().flatten() {
-            let result = match self.log.try_append_at(now, event) {
-                Err(LogError::Full) => blocking(|| self.log.append_at(now, event)),
-                other => other,
-            };
-            match result {
-                Ok(h) => sink.appended.push(h),
-                Err(_) => {
-                    sink.lost = true;
-                    self.unrecorded.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        if let Some(e) = pre {
+            self.push(sink, now, e);
+        }
+        for event in events.into_iter().flatten() {
+            self.push(sink, now, Log::encode(&event));
         }
         seq.steps += 1;
         if seq.steps >= CHECKPOINT_EVERY {
@@ -326,9 +322,31 @@ impl Engine {
         out
     }
 
-    /// Appends an event that changes no state, in log order with the flow's steps.
+    /// Enqueues one encoded event stamped `ts`, waiting while the queue is full.
+    fn push(&self, sink: &mut Sink, ts: u64, e: Result<omniroute_core::log::Encoded, LogError>) {
+        let result = match e {
+            Ok(e) => match self.log.append_encoded(ts, e, false) {
+                Err((LogError::Full, Some(e))) => {
+                    blocking(|| self.log.append_encoded(ts, e, true).map_err(|(e, _)| e))
+                }
+                other => other.map_err(|(e, _)| e),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(h) => sink.appended.push(h),
+            Err(_) => {
+                sink.lost = true;
+                self.unrecorded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Appends an event that changes no state. It needs no place in the state's order (the fold
+    /// skips it), so it takes no lock: encoded and enqueued as it comes.
     pub(crate) fn record_into(&self, sink: &mut Sink, event: Event) {
-        self.sequenced(sink, |_, _| ((), [Some(event), None]));
+        let now = self.clock.now_ms();
+        self.push(sink, now, Log::encode(&event));
     }
 
     /// Appends an event that changes no state (audit records such as `ToolCalled`); the handle
@@ -411,7 +429,7 @@ impl Engine {
 
     /// Records a config change and applies it in the same step: the new config is swapped in and
     /// `apply` changes the state (Health follows the new config), then the commit is awaited. If
-    /// it fails, the previous config and state are put back and the change is refused.
+    /// it fails, the previous config is put back and the change is refused.
     async fn record_config(
         &self,
         store: &[&Config],
@@ -423,19 +441,20 @@ impl Engine {
         for c in store {
             self.store_config(c, &mut sink);
         }
-        let before = self.sequenced(&mut sink, |state, _| {
-            let before = (state.clone(), self.swap_config(Arc::clone(cfg)));
+        let previous = self.sequenced(&mut sink, None, |state, _| {
+            let previous = self.swap_config(Arc::clone(cfg));
             apply(state);
             (
-                before,
+                previous,
                 [Some(Event::ConfigChangedV2(Box::new(event))), None],
             )
         });
         let result = Self::committed(sink).await;
         if result.is_err() {
-            let (state, previous) = before;
-            let mut seq = lock(&self.seq);
-            seq.state = state;
+            // Not in the log, so not in effect: the previous config comes back and Health follows
+            // it again (keeping what requests did to it meanwhile).
+            let seq = &mut lock(&self.seq);
+            seq.state.health.reconfigure(&previous);
             self.swap_config(previous);
         }
         result
@@ -533,7 +552,7 @@ impl Engine {
             degrade_to_tier,
             actor: actor.to_string(),
         }));
-        let before = self.sequenced(&mut sink, |state, _| {
+        let before = self.sequenced(&mut sink, None, |state, _| {
             let before = state.budgets.get(session);
             state.budgets.set(session, limit, action, degrade_to_tier);
             (before, [Some(event), None])

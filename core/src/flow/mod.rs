@@ -244,6 +244,8 @@ pub fn route(
 
 /// [`route`] without building the event: the decision and what it read, or why there is none
 /// (`Blocked` or `Unroutable`).
+// Once per request, by value: boxing the error would allocate on the hot path for nothing.
+#[allow(clippy::result_large_err)]
 pub fn derive(
     facts: &Facts<'_>,
     seed: u64,

@@ -170,6 +170,12 @@ impl Drop for Inner {
     }
 }
 
+/// An encoded event waiting for its time and its place in the log ([`Log::encode`]).
+pub struct Encoded {
+    bytes: Vec<u8>,
+    request: Option<u128>,
+}
+
 /// Milliseconds since the unix epoch from the system clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -404,6 +410,53 @@ impl Log {
         };
         self.send(Msg::Append(pending), block)?;
         Ok(self.handle(slot))
+    }
+
+    /// Encodes an event ahead of its append (so the encoding happens outside any lock the
+    /// caller holds while appending); its time is stamped by [`Log::append_encoded`].
+    pub fn encode(event: &Event) -> Result<Encoded, LogError> {
+        Ok(Encoded {
+            bytes: record::encode(event, 0).map_err(|e| LogError::Encode(e.to_string()))?,
+            request: event.request_id().map(|r| r.0),
+        })
+    }
+
+    /// Appends an event encoded by [`Log::encode`], stamped `ts_ms`. With `block`, waits while
+    /// the queue is full; without, a full queue gives the encoding back with [`LogError::Full`].
+    // The error carries the encoding back only when the queue is full (rare); boxing it would
+    // cost every caller.
+    #[allow(clippy::result_large_err)]
+    pub fn append_encoded(
+        &self,
+        ts_ms: u64,
+        mut e: Encoded,
+        block: bool,
+    ) -> Result<Appended, (LogError, Option<Encoded>)> {
+        record::stamp(&mut e.bytes, ts_ms);
+        let slot = Slot::new();
+        let msg = Msg::Append(Pending {
+            bytes: e.bytes,
+            request: e.request,
+            slot: Arc::clone(&slot),
+        });
+        let sent = if block {
+            self.inner
+                .tx
+                .send(msg)
+                .map_err(|_| (LogError::Closed, None))
+        } else {
+            self.inner.tx.try_send(msg).map_err(|err| match err {
+                TrySendError::Full(Msg::Append(p)) => (
+                    LogError::Full,
+                    Some(Encoded {
+                        bytes: p.bytes,
+                        request: p.request,
+                    }),
+                ),
+                _ => (LogError::Closed, None),
+            })
+        };
+        sent.map(|()| self.handle(slot))
     }
 
     /// Appends an event stamped with the system clock. Blocks while the queue is full.
