@@ -633,3 +633,49 @@ async fn breakers_and_guards_survive_a_restart() {
         before.spent_micros
     );
 }
+
+/// A data dir written before schema 2 (the committed v1 fixture): the upgraded gateway keeps its
+/// budget guards and spend, serves on it, and every decision it makes is re-derived; the v1
+/// decision is reported as not re-derivable, not as a divergence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_v1_log_keeps_its_guards_and_new_decisions_verify() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/logs/v1/omniroute.redb"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture, dir.path().join("omniroute.redb")).unwrap();
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let gw = Gateway::start_in(&support::two_upstreams(&a, &b, ""), dir).await;
+    let g = gw
+        .engine
+        .guard("s-1")
+        .expect("the v1 guard survives the upgrade");
+    assert_eq!(
+        (g.limit_micros, g.spent_micros, g.reserved_micros),
+        (50_000, 1_234, 0)
+    );
+    for i in 0..6 {
+        let r = Gateway::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header(
+                "x-omniroute-session",
+                if i % 2 == 0 { "s-1" } else { "other" },
+            )
+            .json(&json!({ "model": "ab", "messages": user("x"), "max_tokens": 5 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    gw.log.sync().unwrap();
+    let r = verify_decisions(&gw.log.reader().unwrap(), &mut |_, _| {}).unwrap();
+    assert_eq!(
+        (r.checked, r.reproduced, r.unverifiable),
+        (6, 6, 1),
+        "{r:?}"
+    );
+    assert!(r.first_divergence.is_none());
+    assert!(r.first_unverifiable.unwrap().contains("v1"));
+}

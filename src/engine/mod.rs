@@ -190,7 +190,11 @@ impl Engine {
         };
         let (state, previous) = match restored.state {
             Some((state, cfg)) => (state, Some(cfg)),
-            None => (State::new(&config), None),
+            None => {
+                let mut state = State::new(&config);
+                state.budgets = restored.budgets;
+                (state, None)
+            }
         };
         let engine = Arc::new(Engine {
             config: RwLock::new(Arc::new(config)),

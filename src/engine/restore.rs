@@ -28,8 +28,11 @@ pub struct StateCheckpoint {
 #[derive(Default)]
 pub struct Restored {
     pub keys: Vec<KeyEntry>,
-    /// The folded flow state and the config it follows (`None` for a log with no config yet).
+    /// The folded flow state and the config it follows (`None` for a log with no stored config:
+    /// empty, or written before configs were stored).
     pub state: Option<(State, Arc<Config>)>,
+    /// Budget guards of a log with no stored config (schema 1): they need none.
+    pub budgets: omniroute_core::flow::Budgets,
     /// The last recorded effective config version, and the config file's version it was layered
     /// on (`None` for v1 records, which did not record it).
     pub last_config: Option<(Hash32, Option<Hash32>)>,
@@ -102,6 +105,7 @@ pub fn restore(reader: &Reader) -> Result<Restored, LogError> {
             folder.apply(&rec, reader)?;
         }
     }
+    out.budgets = folder.orphan_budgets().clone();
     let (state, config) = folder.into_parts();
     out.state = state.zip(config);
     Ok(out)

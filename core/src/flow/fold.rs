@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::{Facts, Routed, State, StateSnapshot};
 use crate::config::Config;
-use crate::event::{ArchivedConfigChangeKind, ArchivedEvent, Event, Hash32, RequestId};
+use crate::event::{ArchivedConfigChangeKind, ArchivedEvent, Event, Hash32, RequestId, SCHEMA_V1};
 use crate::log::{LogError, Reader};
 use crate::record::RecordRef;
 use crate::router::AttemptOutcome;
@@ -86,6 +86,9 @@ impl DecisionReport {
 /// Folds records into the flow's [`State`]; optionally checks each decision.
 pub struct Folder {
     state: Option<State>,
+    /// Budget guards folded before any config is known (logs written before configs were
+    /// stored): they need no config, and join the state once it exists.
+    budgets: super::Budgets,
     config: Option<Arc<Config>>,
     configs: HashMap<Hash32, Arc<Config>>,
     facts: HashMap<u128, OwnedFacts>,
@@ -120,6 +123,7 @@ impl Folder {
     pub fn new(verify: bool) -> Self {
         Self {
             state: None,
+            budgets: super::Budgets::default(),
             config: None,
             configs: HashMap::new(),
             facts: HashMap::new(),
@@ -159,6 +163,13 @@ impl Folder {
         Ok(Some(f))
     }
 
+    fn budgets(&mut self) -> &mut super::Budgets {
+        match &mut self.state {
+            Some(s) => &mut s.budgets,
+            None => &mut self.budgets,
+        }
+    }
+
     pub fn report(&self) -> &DecisionReport {
         &self.report
     }
@@ -166,6 +177,11 @@ impl Folder {
     /// The folded state and the config it follows (`None` before the first `ConfigChanged`).
     pub fn into_parts(self) -> (Option<State>, Option<Arc<Config>>) {
         (self.state, self.config)
+    }
+
+    /// Budget guards folded while no config was known (see [`Folder::into_parts`]).
+    pub fn orphan_budgets(&self) -> &super::Budgets {
+        &self.budgets
     }
 
     /// The config stored under `version`, parsed once.
@@ -203,7 +219,14 @@ impl Folder {
                 state.health.reconfigure(c);
             }
         } else if let Some(c) = &cfg {
-            self.state = Some(State::new(c));
+            let mut state = State::new(c);
+            state.budgets = std::mem::take(&mut self.budgets);
+            if loaded {
+                state.budgets.restart();
+            }
+            self.state = Some(state);
+        } else if loaded {
+            self.budgets.restart();
         }
         if loaded {
             self.facts.clear();
@@ -226,13 +249,22 @@ impl Folder {
                 self.config_changed(&c.config_version.get(), loaded, blobs)?;
             }
             ArchivedEvent::BudgetGuardSet(g) => {
-                if let Some(s) = &mut self.state {
-                    s.budgets.set(
-                        &g.session_id,
-                        micros(&g.limit),
-                        g.action.get(),
-                        g.degrade_to_tier.as_ref().copied(),
-                    );
+                self.budgets().set(
+                    &g.session_id,
+                    micros(&g.limit),
+                    g.action.get(),
+                    g.degrade_to_tier.as_ref().copied(),
+                );
+            }
+            // Schema 1 recorded no reservation with its decisions: a guarded session's request
+            // is opened when received, so that its cost counts against the guard when it
+            // completes (as the gateway counted it before schema 2).
+            ArchivedEvent::RequestReceived(r) if rec.schema == SCHEMA_V1 => {
+                if let Some(session) = r.session_id.as_ref().map(|s| s.as_str())
+                    && self.budgets().get(session).is_some()
+                {
+                    let rid = r.request_id.get();
+                    self.budgets().reserve(rid, session, 0);
                 }
             }
             ArchivedEvent::RequestReceived(r) if self.verify => {
@@ -304,9 +336,7 @@ impl Folder {
             ArchivedEvent::RequestCompleted(c) => {
                 let rid = c.request_id.get();
                 self.facts.remove(&rid.0);
-                if let Some(s) = &mut self.state {
-                    s.budgets.settle(rid, micros(&c.cost));
-                }
+                self.budgets().settle(rid, micros(&c.cost));
             }
             _ => {}
         }
