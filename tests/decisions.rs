@@ -679,3 +679,78 @@ async fn an_upgraded_v1_log_keeps_its_guards_and_new_decisions_verify() {
     assert!(r.first_divergence.is_none());
     assert!(r.first_unverifiable.unwrap().contains("v1"));
 }
+
+/// A combo switched through the admin API stays switched after a restart; when the file itself
+/// changed that field meanwhile, the file wins, and the start-up event says which change was
+/// dropped and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_switches_survive_a_restart_unless_the_file_changed_them() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let extra = "[[combos]]\nid = \"other\"\nstrategy = \"priority\"\ntargets = [{ model = \"model-b\" }, { model = \"model-a\" }]\n";
+    let toml = support::two_upstreams(&a, &b, extra);
+    let mut gw = Gateway::start(&toml).await;
+    for (combo, strategy) in [("ab", "weighted"), ("other", "cost")] {
+        let r = Gateway::client()
+            .patch(format!("{}/api/combos/{combo}", gw.url))
+            .json(&json!({ "strategy": strategy }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    gw.stop().await;
+    let Gateway {
+        dir, engine, log, ..
+    } = gw;
+    drop((engine, log));
+
+    // The file now sets `ab` to round-robin itself; `other` is untouched in the file.
+    let edited = toml.replacen(
+        "id = \"ab\"\nstrategy = \"priority\"",
+        "id = \"ab\"\nstrategy = \"round-robin\"",
+        1,
+    );
+    assert_ne!(edited, toml);
+    let gw = Gateway::start_in(&edited, dir).await;
+    let cfg = gw.engine.config();
+    let strategy = |id: &str| cfg.combos[cfg.combo_index(id).unwrap()].strategy;
+    use omniroute_core::event::Strategy;
+    assert_eq!(strategy("ab"), Strategy::RoundRobin, "the file wins");
+    assert_eq!(
+        strategy("other"),
+        Strategy::Cost,
+        "the runtime switch is kept"
+    );
+    let start = gw
+        .all_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ConfigChangedV2(c) if c.actor == "startup" => Some(c),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert_eq!(start.kept.len(), 1);
+    assert_eq!(start.kept[0].path, "combos.other.strategy");
+    assert_eq!(start.dropped.len(), 1);
+    let d = &start.dropped[0];
+    assert_eq!(
+        (d.path.as_str(), d.from.as_deref(), d.to.as_deref()),
+        (
+            "combos.ab.strategy",
+            Some("\"weighted\""),
+            Some("\"round-robin\"")
+        )
+    );
+    assert!(start.detail.contains("1 dropped"), "{}", start.detail);
+    // And the decisions made under all of it re-derive.
+    gw.chat(json!({ "model": "other", "messages": user("x") }))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    gw.log.sync().unwrap();
+    let r = verify_decisions(&gw.log.reader().unwrap(), &mut |_, _| {}).unwrap();
+    assert_eq!((r.checked, r.reproduced), (1, 1), "{r:?}");
+}

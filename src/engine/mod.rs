@@ -222,8 +222,9 @@ impl Engine {
         let cfg = engine.config();
         let detail = match (startup.kept.len(), startup.dropped.len()) {
             (0, 0) => format!("loaded {source}"),
+            (k, 0) => format!("loaded {source}; {k} runtime change(s) kept"),
             (k, d) => format!(
-                "loaded {source}; runtime changes: {k} kept, {d} dropped (the file changed those fields)"
+                "loaded {source}; {k} runtime change(s) kept, {d} dropped because the file changed the same field(s)"
             ),
         };
         let event = ConfigChangedV2 {
