@@ -725,11 +725,11 @@ async fn runtime_switches_survive_a_restart_unless_the_file_changed_them() {
     let start = gw
         .all_events()
         .into_iter()
-        .filter_map(|e| match e {
+        .rev()
+        .find_map(|e| match e {
             Event::ConfigChangedV2(c) if c.actor == "startup" => Some(c),
             _ => None,
         })
-        .last()
         .unwrap();
     assert_eq!(start.kept.len(), 1);
     assert_eq!(start.kept[0].path, "combos.other.strategy");
