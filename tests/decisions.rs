@@ -15,9 +15,8 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -136,27 +135,8 @@ targets = [{{ model = "model-a" }}, {{ model = "model-b" }}, {{ model = "model-c
     )
 }
 
-/// Starts `serve` and returns it with its base URL (read from its "listening on" line).
 fn serve(config: &Path) -> (Child, String) {
-    let mut child = Command::new(EXE)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, format!("http://{addr}"))
+    support::cli::serve_with(config, None)
 }
 
 /// SIGTERM, then wait: in-flight requests finish and the state is checkpointed.

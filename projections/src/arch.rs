@@ -36,18 +36,7 @@ pub fn total_tokens(t: &Tokens) -> u64 {
 }
 
 pub fn class(c: &ArchivedErrorClass) -> ErrorClass {
-    match c {
-        ArchivedErrorClass::Timeout => ErrorClass::Timeout,
-        ArchivedErrorClass::RateLimited => ErrorClass::RateLimited,
-        ArchivedErrorClass::QuotaExhausted => ErrorClass::QuotaExhausted,
-        ArchivedErrorClass::Overloaded => ErrorClass::Overloaded,
-        ArchivedErrorClass::ServerError => ErrorClass::ServerError,
-        ArchivedErrorClass::ContextOverflow => ErrorClass::ContextOverflow,
-        ArchivedErrorClass::Auth => ErrorClass::Auth,
-        ArchivedErrorClass::BadRequest => ErrorClass::BadRequest,
-        ArchivedErrorClass::Network => ErrorClass::Network,
-        ArchivedErrorClass::StreamCut => ErrorClass::StreamCut,
-    }
+    c.get()
 }
 
 /// The snake_case name of an error class, as in JSON.
@@ -75,11 +64,7 @@ pub fn circuit(c: &ArchivedCircuitState) -> CircuitState {
 }
 
 pub fn action(a: &ArchivedBudgetAction) -> BudgetAction {
-    match a {
-        ArchivedBudgetAction::Block => BudgetAction::Block,
-        ArchivedBudgetAction::Degrade => BudgetAction::Degrade,
-        ArchivedBudgetAction::Alert => BudgetAction::Alert,
-    }
+    a.get()
 }
 
 /// Adds one to a named counter, allocating the name only the first time it is seen.

@@ -262,3 +262,32 @@ pub fn last_request(dir: &Path) -> (String, String) {
 pub fn path_of(dir: &Path) -> PathBuf {
     dir.join(LOG_FILE)
 }
+
+/// Starts `omniroute serve --listen 127.0.0.1:0 --config CONFIG [--data-dir DATA]` and returns it
+/// with its base URL, read from its "listening on" line; its stderr keeps being drained so the
+/// server never blocks on a full pipe.
+pub fn serve_with(config: &Path, data: Option<&Path>) -> (Child, String) {
+    let mut c = Command::new(bin());
+    c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config);
+    if let Some(d) = data {
+        c.arg("--data-dir").arg(d);
+    }
+    let mut child = c
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, format!("http://{addr}"))
+}

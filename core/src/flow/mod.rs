@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::event::{
     ArchivedRouteDecidedV2, BudgetSeen, Hash32, RequestId, RouteDecidedV2, RouteInputRecord,
 };
-use crate::router::{self, Decision, Health, RouteError, RouteInput};
+use crate::router::{self, Decision, Health, RouteError};
 pub use budget::{Budgets, Guard, Verdict};
 
 /// Where the flow's time comes from: the system clock in `serve`, a manual clock in tests. The
@@ -270,16 +270,16 @@ pub fn derive(
         (None, v) if v != Verdict::Unguarded => Some(config.router.default_output_tokens),
         (m, _) => m,
     };
-    let ri = RouteInput {
-        requested: facts.requested,
+    let input = RouteInputRecord {
+        requested: facts.requested.to_string(),
         est_prompt_tokens: facts.est_prompt_tokens,
         max_tokens,
         required: facts.required,
         min_tier: facts.min_tier,
         max_tier,
         budget_left_micros: left,
-        seed,
     };
+    let ri = input.route_input(seed);
     let decision = match router::decide_seeded(&ri, &state.health, config, now_ms) {
         Ok(d) => d,
         Err(error) => return Err(Routed::Unroutable { error, verdict }),
@@ -299,15 +299,7 @@ pub fn derive(
     });
     Ok(Derived {
         decision,
-        input: RouteInputRecord {
-            requested: facts.requested.to_string(),
-            est_prompt_tokens: facts.est_prompt_tokens,
-            max_tokens,
-            required: facts.required,
-            min_tier: facts.min_tier,
-            max_tier,
-            budget_left_micros: left,
-        },
+        input,
         now_ms,
         health_digest,
         budget,

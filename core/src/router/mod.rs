@@ -53,6 +53,22 @@ impl<'a> RouteInput<'a> {
     }
 }
 
+impl event::RouteInputRecord {
+    /// The router's view of a recorded input.
+    pub fn route_input(&self, seed: u64) -> RouteInput<'_> {
+        RouteInput {
+            requested: &self.requested,
+            est_prompt_tokens: self.est_prompt_tokens,
+            max_tokens: self.max_tokens,
+            required: self.required,
+            min_tier: self.min_tier,
+            max_tier: self.max_tier,
+            budget_left_micros: self.budget_left_micros,
+            seed,
+        }
+    }
+}
+
 /// Why a request could not be routed at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
