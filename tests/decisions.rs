@@ -31,7 +31,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_omniroute");
 
 /// Three upstreams behind eight combos of every strategy; breakers and cooldowns short enough
 /// to open, half-open and close within a phase of traffic.
-fn config(a: &Fake, b: &Fake, c: &Fake, data: &Path) -> String {
+fn config(a: &Fake, b: &Fake, c: &Fake, d: &Fake, data: &Path) -> String {
     format!(
         r#"
 [server]
@@ -66,6 +66,23 @@ id = "c"
 kind = "openai"
 base_url = "{c}"
 timeout_ms = 2000
+
+[[providers]]
+id = "d"
+kind = "openai"
+base_url = "{d}"
+timeout_ms = 2000
+
+[[models]]
+id = "model-d"
+provider = "d"
+tier = 1
+price = {{ input = 0.2, output = 0.8 }}
+
+[[combos]]
+id = "streams"
+strategy = "priority"
+targets = [{{ model = "model-d" }}]
 
 [[models]]
 id = "model-a"
@@ -132,6 +149,7 @@ targets = [{{ model = "model-a" }}, {{ model = "model-b" }}, {{ model = "model-c
         a = a.base_url(),
         b = b.base_url(),
         c = c.base_url(),
+        d = d.base_url(),
     )
 }
 
@@ -152,7 +170,7 @@ fn stop_gracefully(mut child: Child) {
 /// One client request of kind `k`: every strategy, guarded sessions, capabilities, direct models.
 fn request(k: usize) -> (Value, Option<&'static str>) {
     let m = user("route me");
-    match k % 10 {
+    match k % 11 {
         0 => (
             json!({ "model": "main", "messages": m, "max_tokens": 20 }),
             None,
@@ -175,7 +193,11 @@ fn request(k: usize) -> (Value, Option<&'static str>) {
             None,
         ),
         8 => (json!({ "model": "model-b", "messages": m }), Some("deg")),
-        _ => (json!({ "model": "main", "messages": m }), Some("blk")),
+        9 => (json!({ "model": "main", "messages": m }), Some("blk")),
+        _ => (
+            json!({ "model": "streams", "messages": m, "stream": true }),
+            None,
+        ),
     }
 }
 
@@ -275,7 +297,9 @@ fn fidelity() {
         let a = Fake::start(vec![], Step::ok("a")).await;
         let b = Fake::start(vec![], Step::ok("b")).await;
         let c = Fake::start(vec![], Step::ok("c")).await;
-        std::fs::write(&cfg_path, config(&a, &b, &c, &data)).unwrap();
+        // Streams: complete, or cut after their first piece.
+        let d = Fake::start(vec![], Step::stream(&["x", "y"], Duration::ZERO)).await;
+        std::fs::write(&cfg_path, config(&a, &b, &c, &d, &data)).unwrap();
         let http = reqwest::Client::new();
         let sent = Arc::new(AtomicUsize::new(0));
 
@@ -300,9 +324,23 @@ fn fidelity() {
         let load = tokio::spawn(traffic(base.clone(), 32, 40, sent.clone(), tick));
         wait_for(&mut rx, 100).await;
         push(&a, 8, Step::status(500, "down"));
+        push(
+            &d,
+            6,
+            Step::Stream {
+                frames: vec![
+                    (Duration::ZERO, support::chunk("x")),
+                    (Duration::from_millis(20), support::chunk("y")),
+                ],
+                cut: true,
+            },
+        );
         wait_for(&mut rx, 300).await;
         push(&a, 6, Step::slow(Duration::from_millis(400)));
-        push(&c, 10, rate_limited());
+        // With `Retry-After: 1`, then without (the profile's default cooldown, 100 ms); each
+        // cooldown expires mid-traffic or across the restart.
+        push(&c, 2, rate_limited());
+        push(&c, 3, Step::status(429, "slow down"));
         wait_for(&mut rx, 500).await;
         let r = http
             .patch(format!("{base}/api/combos/spread"))
@@ -343,7 +381,7 @@ fn fidelity() {
         let start = sent.load(Ordering::SeqCst);
         let load = tokio::spawn(traffic(base.clone(), 32, 40, sent.clone(), tick));
         push(&a, 8, Step::status(500, "down"));
-        push(&c, 6, rate_limited());
+        push(&c, 2, rate_limited());
         wait_for(&mut rx, 400).await;
         child.kill().unwrap();
         child.wait().unwrap();
@@ -389,6 +427,9 @@ fn fidelity() {
                     if err.class == ErrorClass::Timeout {
                         seen.insert("timeout".into());
                     }
+                    if err.class == ErrorClass::StreamCut {
+                        seen.insert("stream cut".into());
+                    }
                 }
             }
             Event::BudgetExceeded(b) => {
@@ -398,12 +439,19 @@ fn fidelity() {
                 if let Some(b) = d.budget {
                     seen.insert(format!("guarded {}", b.session_id));
                 }
-                if d.decided.candidates.iter().any(|c| {
-                    c.excluded
-                        .as_ref()
-                        .is_some_and(|e| e.detail.starts_with("cooling down"))
-                }) {
-                    seen.insert("cooling down".into());
+                let c = d
+                    .decided
+                    .candidates
+                    .iter()
+                    .find(|c| c.target.model == "model-c");
+                match c.map(|c| c.excluded.as_ref()) {
+                    Some(Some(e)) if e.detail.starts_with("cooling down") => {
+                        seen.insert("cooling down".into());
+                    }
+                    Some(None) if seen.contains("cooling down") => {
+                        seen.insert("cooldown expired".into());
+                    }
+                    _ => {}
                 }
             }
             Event::ConfigChangedV2(c) if c.actor == "startup" => {
@@ -424,7 +472,9 @@ fn fidelity() {
         format!("circuit {:?}", CircuitState::Closed),
         "rate limited with retry-after".into(),
         "timeout".into(),
+        "stream cut".into(),
         "cooling down".into(),
+        "cooldown expired".into(),
         "degraded".into(),
         "blocked".into(),
         "guarded deg".into(),
