@@ -528,39 +528,61 @@ impl Ctx {
         };
         let (rid, cfg) = (self.rid, Arc::clone(&self.cfg));
         let mut sink = std::mem::take(&mut self.sink);
-        let routed = self.engine.sequenced(&mut sink, None, |state, now| {
-            let routed = flow::route(&facts, rid, seed, now, state, &cfg);
-            let events = match &routed {
-                Routed::Blocked { guard, .. } => {
-                    [Some(self.budget_exceeded(guard, "blocked".into())), None]
-                }
-                Routed::Unroutable { .. } => [None, None],
-                Routed::Decided { event, verdict, .. } => {
+        // The decision's event moves into the log; what the request needs of it comes back.
+        let (routed, verdict, cap) = self.engine.sequenced(&mut sink, None, |state, now| {
+            match flow::route(&facts, rid, seed, now, state, &cfg) {
+                Routed::Decided {
+                    decision,
+                    event,
+                    verdict,
+                } => {
                     state.apply_decided(rid, &event.decided.combo, event.reservation());
                     let exceeded = match verdict {
                         Verdict::Degrade { tier, guard, .. } => {
-                            Some(self.budget_exceeded(guard, format!("degraded to tier {tier}")))
+                            Some(self.budget_exceeded(&guard, format!("degraded to tier {tier}")))
                         }
                         Verdict::Alert { guard, .. } => {
-                            Some(self.budget_exceeded(guard, "served with alert".into()))
+                            Some(self.budget_exceeded(&guard, "served with alert".into()))
                         }
                         _ => None,
                     };
-                    [exceeded, Some(Event::RouteDecidedV2(event.clone()))]
+                    let cap = event.input.max_tokens;
+                    (
+                        (Ok(decision), verdict, cap),
+                        [exceeded, Some(Event::RouteDecidedV2(event))],
+                    )
                 }
-            };
-            (routed, events)
+                Routed::Blocked { guard, worst } => (
+                    (
+                        Err(Routed::Blocked { guard, worst }),
+                        Verdict::Blocked(guard),
+                        None,
+                    ),
+                    [Some(self.budget_exceeded(&guard, "blocked".into())), None],
+                ),
+                Routed::Unroutable { error, verdict } => (
+                    (Err(Routed::Unroutable { error, verdict }), verdict, None),
+                    [None, None],
+                ),
+            }
         });
         self.sink = sink;
-        let verdict = match &routed {
-            Routed::Blocked { guard, .. } => Verdict::Blocked(*guard),
-            Routed::Unroutable { verdict, .. } | Routed::Decided { verdict, .. } => *verdict,
-        };
         // A guarded session's spend is rebuilt from the log after a restart: its answers wait
         // until what they spent is committed, so a crash can never forget spend a client saw.
         self.must_commit |= verdict != Verdict::Unguarded;
         let decision = match routed {
-            Routed::Blocked { guard: g, worst } => {
+            Ok(decision) => {
+                *alert = matches!(verdict, Verdict::Alert { .. });
+                // A guard capped an unbounded request: the upstream must be held to it too.
+                if cap != self.input.max_tokens
+                    && let Some(cap) = cap
+                {
+                    self.input.body["max_tokens"] = json!(cap);
+                    self.input.max_tokens = Some(cap);
+                }
+                decision
+            }
+            Err(Routed::Blocked { guard: g, worst }) => {
                 let message = format!(
                     "session budget exceeded: ${:.6} spent and ${:.6} reserved of ${:.6}; this request could cost up to ${:.6}",
                     g.spent_micros as f64 / 1e6,
@@ -570,26 +592,18 @@ impl Ctx {
                 );
                 return Err(self.fail(ApiError::BudgetExceeded { message }, None).await);
             }
-            Routed::Unroutable {
+            Err(Routed::Unroutable {
                 error: RouteError::Unknown(m),
                 ..
-            } => return Err(self.fail(ApiError::UnknownModel(m), None).await),
-            Routed::Unroutable {
+            }) => return Err(self.fail(ApiError::UnknownModel(m), None).await),
+            Err(Routed::Unroutable {
                 error: RouteError::Inactive(c),
                 ..
-            } => return Err(self.fail(ApiError::ComboInactive(c), None).await),
-            Routed::Decided {
-                decision, event, ..
-            } => {
-                *alert = matches!(verdict, Verdict::Alert { .. });
-                // A guard capped an unbounded request: the upstream must be held to it too.
-                if event.input.max_tokens != self.input.max_tokens
-                    && let Some(cap) = event.input.max_tokens
-                {
-                    self.input.body["max_tokens"] = json!(cap);
-                    self.input.max_tokens = Some(cap);
-                }
-                decision
+            }) => return Err(self.fail(ApiError::ComboInactive(c), None).await),
+            Err(Routed::Decided { .. }) => {
+                return Err(self
+                    .fail(ApiError::Internal("routing step out of order".into()), None)
+                    .await);
             }
         };
         let targets: Vec<usize> = decision.targets().collect();

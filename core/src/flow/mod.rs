@@ -159,16 +159,16 @@ pub struct Derived {
 
 impl Derived {
     /// The event that records it.
-    pub fn event(self, rid: RequestId, config: &Config) -> RouteDecidedV2 {
+    pub fn event(&self, rid: RequestId, config: &Config) -> RouteDecidedV2 {
         let decided = self
             .decision
             .to_event(rid, config.version(), &self.input.requested, config);
         RouteDecidedV2 {
             decided,
-            input: self.input,
+            input: self.input.clone(),
             now_ms: self.now_ms,
             health_digest: self.health_digest,
-            budget: self.budget,
+            budget: self.budget.clone(),
         }
     }
 
@@ -229,15 +229,11 @@ pub fn route(
     config: &Config,
 ) -> Routed {
     match derive(facts, seed, now_ms, state, config) {
-        Ok(d) => {
-            let verdict = d.verdict;
-            let decision = d.decision.clone();
-            Routed::Decided {
-                event: Box::new(d.event(rid, config)),
-                decision,
-                verdict,
-            }
-        }
+        Ok(d) => Routed::Decided {
+            event: Box::new(d.event(rid, config)),
+            decision: d.decision,
+            verdict: d.verdict,
+        },
         Err(r) => r,
     }
 }
