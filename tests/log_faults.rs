@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 
+use omniroute_core::event::Event;
 use omniroute_core::log::Log;
 use serde_json::{Value, json};
 use support::*;
@@ -151,4 +152,62 @@ async fn serve_mode_serves_while_the_disk_is_full_and_counts_the_unrecorded_even
     }
     assert_eq!(gw.kinds(&after).len() as u64, per_request);
     gw.verify();
+}
+
+/// A control write whose commit fails: acknowledged exactly when it is in the log, and in effect
+/// exactly then. A failed fsync may or may not leave the batch on disk (the writer finds it when it
+/// reopens); a full disk never does. Either way the decisions that follow re-derive from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_control_write_is_in_effect_exactly_when_it_is_in_the_log() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let (gw, faults) = Gateway::start_with_faults(&config(&a, &b, "refuse")).await;
+    let set = |session: &'static str| {
+        let url = format!("{}/api/sessions/{session}/budget", gw.url);
+        async move {
+            Gateway::client()
+                .post(url)
+                .json(&json!({ "max_cost_usd": 1.0, "action": "block" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    faults.fail_next_sync();
+    let after_sync_failure = set("s1").await;
+    faults.disk_full();
+    let while_full = set("s2").await;
+    assert_eq!(while_full, 503);
+    faults.heal();
+    assert!(wait_writable(&gw.log).await);
+    assert!(sync(&gw.log).await);
+    let logged = |session: &str| {
+        gw.all_events()
+            .iter()
+            .any(|e| matches!(e, Event::BudgetGuardSet(g) if g.session_id == session))
+    };
+    for (session, status) in [("s1", after_sync_failure), ("s2", while_full)] {
+        let acknowledged = status == 200;
+        assert_eq!(logged(session), acknowledged, "{session}: {status}");
+        assert_eq!(
+            gw.engine.guard(session).is_some(),
+            acknowledged,
+            "{session}: {status}"
+        );
+    }
+    for session in ["s1", "s2"] {
+        let r = Gateway::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-omniroute-session", session)
+            .json(&json!({ "model": "ab", "messages": [{ "role": "user", "content": "x" }], "max_tokens": 5 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(sync(&gw.log).await);
+    let r = omniroute_core::flow::fold::verify_decisions(&gw.log.reader().unwrap(), &mut |_, _| {})
+        .unwrap();
+    assert!(r.checked >= 2 && r.reproduced == r.checked, "{r:?}");
 }

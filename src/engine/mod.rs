@@ -56,6 +56,9 @@ pub struct Engine {
     control: tokio::sync::Mutex<()>,
     /// Version of the config file as loaded at start-up: the base runtime changes layer on.
     file_version: Hash32,
+    /// The last time the flow handed out (also read by events that take no lock), so the log's
+    /// times never run backwards, across restarts too (it starts at the log's last time).
+    last_ms: AtomicU64,
 }
 
 struct Sequencer {
@@ -200,9 +203,10 @@ impl Engine {
             config: RwLock::new(Arc::new(config)),
             seq: Mutex::new(Sequencer {
                 state,
-                last_ms: 0,
+                last_ms: restored.last_ts_ms,
                 steps: 0,
             }),
+            last_ms: AtomicU64::new(restored.last_ts_ms),
             clock,
             keys: keys::KeyStore::new(restored.keys),
             http,
@@ -312,6 +316,7 @@ impl Engine {
         let mut seq = lock(&self.seq);
         let now = self.clock.now_ms().max(seq.last_ms);
         seq.last_ms = now;
+        self.last_ms.store(now, Ordering::Relaxed);
         let (out, events) = step(&mut seq.state, now);
         if let Some(e) = pre {
             self.push(sink, now, e);
@@ -350,7 +355,10 @@ impl Engine {
     /// Appends an event that changes no state. It needs no place in the state's order (the fold
     /// skips it), so it takes no lock: encoded and enqueued as it comes.
     pub(crate) fn record_into(&self, sink: &mut Sink, event: Event) {
-        let now = self.clock.now_ms();
+        let now = self
+            .clock
+            .now_ms()
+            .max(self.last_ms.load(Ordering::Relaxed));
         self.push(sink, now, Log::encode(&event));
     }
 
@@ -366,6 +374,11 @@ impl Engine {
     /// sequencer): a barrier enqueued under the same lock resolves to the seq of the last event
     /// folded into it; the checkpoint is stored once that is committed.
     fn checkpoint_locked(&self, seq: &Sequencer) {
+        // Once anything went unrecorded, the state holds effects the log lacks: a checkpoint
+        // would make them permanent, while a restart without one folds back to the log's truth.
+        if self.unrecorded() > 0 {
+            return;
+        }
         let Ok(barrier) = self.log.barrier() else {
             return;
         };
@@ -392,6 +405,12 @@ impl Engine {
     /// Checkpoints the flow state and waits until it is stored (graceful shutdown), so the next
     /// start folds only what came after.
     pub fn checkpoint(&self) -> Result<(), String> {
+        if self.unrecorded() > 0 {
+            return Err(format!(
+                "{} event(s) went unrecorded: the routing state is not checkpointed, the next start folds the log instead",
+                self.unrecorded()
+            ));
+        }
         let (barrier, snapshot, config_version) = {
             let seq = lock(&self.seq);
             let barrier = self.log.barrier().map_err(|e| e.to_string())?;
@@ -423,6 +442,42 @@ impl Engine {
         Ok(())
     }
 
+    /// Like [`Engine::committed`] for a control write, whose failure must be undone: a commit
+    /// reported as failed can still have reached the file (a failed fsync; the writer finds such
+    /// events when it reopens the database). So on failure this waits (off the runtime, up to 5 s)
+    /// for the log to be writable again and looks for the event among the records committed
+    /// since `after`: found, the write stands and is acknowledged; not found (or the log did not
+    /// recover), the caller undoes it.
+    async fn committed_or_found(
+        &self,
+        sink: Sink,
+        after: u64,
+        is_ours: impl Fn(&omniroute_core::event::ArchivedEvent) -> bool + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let Err(e) = Self::committed(sink).await else {
+            return Ok(());
+        };
+        let log = self.log.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            if !log.wait_writable(std::time::Duration::from_secs(5)) {
+                return false;
+            }
+            let Ok(head) = log.sync() else { return false };
+            let Ok(reader) = log.reader() else {
+                return false;
+            };
+            let Ok(records) = reader.range(after + 1..=head) else {
+                return false;
+            };
+            records
+                .filter_map(Result::ok)
+                .any(|s| s.record().is_ok_and(|r| is_ours(r.event)))
+        })
+        .await
+        .unwrap_or(false);
+        if found { Ok(()) } else { Err(e) }
+    }
+
     /// Stores a config version's canonical form as a blob (its blake3 is the version), so the log
     /// alone can rebuild the config any decision used.
     fn store_config(&self, cfg: &Config, sink: &mut Sink) {
@@ -446,6 +501,8 @@ impl Engine {
         for c in store {
             self.store_config(c, &mut sink);
         }
+        let after = self.log.committed_seq();
+        let (version, prior) = (event.config_version, event.previous_version);
         let previous = self.sequenced(&mut sink, None, |state, _| {
             let previous = self.swap_config(Arc::clone(cfg));
             apply(state);
@@ -454,7 +511,12 @@ impl Engine {
                 [Some(Event::ConfigChangedV2(Box::new(event))), None],
             )
         });
-        let result = Self::committed(sink).await;
+        let is_ours = move |e: &omniroute_core::event::ArchivedEvent| {
+            matches!(e, omniroute_core::event::ArchivedEvent::ConfigChangedV2(c)
+                if c.config_version.get() == version
+                    && c.previous_version.as_ref().map(|v| v.get()) == prior)
+        };
+        let result = self.committed_or_found(sink, after, is_ours).await;
         if result.is_err() {
             // Not in the log, so not in effect: the previous config comes back and Health follows
             // it again (keeping what requests did to it meanwhile).
@@ -557,12 +619,22 @@ impl Engine {
             degrade_to_tier,
             actor: actor.to_string(),
         }));
+        let after = self.log.committed_seq();
         let before = self.sequenced(&mut sink, None, |state, _| {
             let before = state.budgets.get(session);
             state.budgets.set(session, limit, action, degrade_to_tier);
             (before, [Some(event), None])
         });
-        if let Err(e) = Self::committed(sink).await {
+        let (who, sess) = (actor.to_string(), session.to_string());
+        let is_ours = move |e: &omniroute_core::event::ArchivedEvent| {
+            matches!(e, omniroute_core::event::ArchivedEvent::BudgetGuardSet(g)
+                if g.session_id == sess.as_str()
+                    && g.actor == who.as_str()
+                    && g.action.get() == action
+                    && g.degrade_to_tier.as_ref().copied() == degrade_to_tier
+                    && matches!(&g.limit, omniroute_core::event::ArchivedCost::Micros(m) if m.to_native() == limit))
+        };
+        if let Err(e) = self.committed_or_found(sink, after, is_ours).await {
             lock(&self.seq).state.budgets.put_back(session, before);
             return Err(e);
         }

@@ -38,6 +38,8 @@ pub struct Restored {
     pub last_config: Option<(Hash32, Option<Hash32>)>,
     /// Seq the fold resumed after (0: from the start).
     pub resumed_at: u64,
+    /// Time of the last record (0 for an empty log): the flow's clock starts no earlier.
+    pub last_ts_ms: u64,
 }
 
 /// Rebuilds keys only (`GET /api/keys`, `keys list`).
@@ -92,6 +94,7 @@ pub fn restore(reader: &Reader) -> Result<Restored, LogError> {
         let stored = item?;
         let rec = stored.record()?;
         key_event(&mut out.keys, rec.event);
+        out.last_ts_ms = out.last_ts_ms.max(rec.ts_ms);
         match rec.event {
             ArchivedEvent::ConfigChanged(c) => {
                 out.last_config = Some((c.config_version.get(), None))

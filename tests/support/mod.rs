@@ -317,10 +317,10 @@ impl Gateway {
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+            // As `serve`: refused (and left to the fold) when events went unrecorded.
             let e = Arc::clone(&self.engine);
-            tokio::task::spawn_blocking(move || e.checkpoint())
+            let _ = tokio::task::spawn_blocking(move || e.checkpoint())
                 .await
-                .unwrap()
                 .unwrap();
         }
         self.log.sync().unwrap();

@@ -161,7 +161,10 @@ impl Budgets {
                 g.degrade_to_tier = b.degrade_to_tier;
             }
             (None, Some(_)) => {
+                // Requests that reserved against the guard meanwhile reserved against nothing
+                // the log knows of: they are forgotten with it.
                 self.guards.remove(session);
+                self.open.retain(|_, (s, _)| s != session);
             }
             _ => {}
         }

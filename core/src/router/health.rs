@@ -427,6 +427,13 @@ impl Health {
         if s.targets.len() != s.model_ids.len() || s.cursors.len() != s.combo_ids.len() {
             return None;
         }
+        // A damaged checkpoint must not index out of the failure ring later.
+        if s.targets
+            .iter()
+            .any(|t| t.breaker.len > RING || t.breaker.next >= RING)
+        {
+            return None;
+        }
         let mut h = Self {
             targets: s.targets,
             cursors: s.cursors,
@@ -478,7 +485,7 @@ impl Health {
         let r = self.resilience;
         let t = self.targets.get_mut(o.model)?;
         t.in_flight = t.in_flight.saturating_sub(1);
-        t.attempts += 1;
+        t.attempts = t.attempts.saturating_add(1);
         let change = match o.error {
             None => {
                 t.latency.record(o.latency_us);
