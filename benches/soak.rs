@@ -5,7 +5,8 @@
 //! cache is bounded (`log.cache_size_mb`) and nothing else grows per request.
 //!
 //! `cargo bench --bench soak` (about 2-4 minutes on 2 cores); `SOAK_REQUESTS=100000` for a
-//! shorter run. Not a criterion bench: the figure is a curve, not a time.
+//! shorter run; `SOAK_DATA_DIR=DIR` keeps the data dir. Not a criterion bench: the figure is a
+//! curve, not a time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -43,7 +44,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    // `SOAK_DATA_DIR=DIR` keeps the log for a look afterwards (`omniroute log verify --decisions`).
+    let data = std::env::var_os("SOAK_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("data"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_omniroute"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
