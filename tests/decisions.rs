@@ -589,6 +589,19 @@ async fn a_missing_or_perturbed_input_is_caught_where_it_matters() {
         "{text}"
     );
     assert!(text.contains(&moved.unwrap().to_string()), "{text}");
+    let out = Command::new(EXE)
+        .args(["log", "verify", "--decisions", "--json", "--data-dir"])
+        .arg(tmp.path().join("clock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["first_divergence"]["field"], "now_ms");
+    assert_eq!(
+        v["first_divergence"]["request_id"],
+        moved.unwrap().to_string()
+    );
+    assert_eq!(v["checked"], 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,9 @@ pub enum LogCommand {
         /// the log alone and compare byte for byte.
         #[arg(long)]
         decisions: bool,
+        /// With `--decisions`: print the report as JSON (same exit codes).
+        #[arg(long, requires = "decisions")]
+        json: bool,
     },
     /// Print the last events.
     Tail {
@@ -73,9 +76,13 @@ pub enum LogCommand {
 
 pub fn run(cmd: LogCommand) -> CliResult {
     match cmd {
-        LogCommand::Verify { data, decisions } => {
+        LogCommand::Verify {
+            data,
+            decisions,
+            json,
+        } => {
             if decisions {
-                verify_decisions(&data)
+                verify_decisions(&data, json)
             } else {
                 verify(&data)
             }
@@ -115,7 +122,7 @@ fn verify(data: &DataArgs) -> CliResult {
     }
 }
 
-fn verify_decisions(data: &DataArgs) -> CliResult {
+fn verify_decisions(data: &DataArgs, json: bool) -> CliResult {
     use std::io::IsTerminal;
     let src = Source::open(data)?;
     let started = std::time::Instant::now();
@@ -142,6 +149,18 @@ fn verify_decisions(data: &DataArgs) -> CliResult {
         })
     })?;
     bar.finish_and_clear();
+    let failed = r.first_divergence.is_some();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+        );
+        return Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let skipped = if r.unverifiable > 0 {
         format!(
