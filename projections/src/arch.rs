@@ -2,8 +2,7 @@
 //! keep, so folds read records in place and allocate only for what they store.
 
 use omniroute_core::event::{
-    ArchivedBudgetAction, ArchivedCircuitState, ArchivedCost, ArchivedErrorClass, ArchivedTokens,
-    BudgetAction, CircuitState, Cost, ErrorClass, Tokens,
+    ArchivedCircuitState, ArchivedCost, ArchivedTokens, CircuitState, Cost, ErrorClass, Tokens,
 };
 
 pub fn cost(c: &ArchivedCost) -> Cost {
@@ -35,10 +34,6 @@ pub fn total_tokens(t: &Tokens) -> u64 {
     t.input + t.cached_read + t.cache_write + t.reasoning + t.output
 }
 
-pub fn class(c: &ArchivedErrorClass) -> ErrorClass {
-    c.get()
-}
-
 /// The snake_case name of an error class, as in JSON.
 pub fn class_name(c: ErrorClass) -> &'static str {
     match c {
@@ -61,10 +56,6 @@ pub fn circuit(c: &ArchivedCircuitState) -> CircuitState {
         ArchivedCircuitState::Open => CircuitState::Open,
         ArchivedCircuitState::HalfOpen => CircuitState::HalfOpen,
     }
-}
-
-pub fn action(a: &ArchivedBudgetAction) -> BudgetAction {
-    a.get()
 }
 
 /// Adds one to a named counter, allocating the name only the first time it is seen.

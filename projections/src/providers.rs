@@ -103,7 +103,7 @@ impl Providers {
             ArchivedEvent::AttemptFinished(a) => {
                 let latency = a.latency_us.to_native();
                 let ttft = a.ttft_us.as_ref().map(|t| t.to_native());
-                let error = a.error.as_ref().map(|e| arch::class(&e.class));
+                let error = a.error.as_ref().map(|e| e.class.get());
                 arch::with(&mut self.providers, a.target.provider.as_str(), |p| {
                     p.stats.attempt(latency, ttft, error);
                     arch::with(&mut p.models, a.target.model.as_str(), |m| {

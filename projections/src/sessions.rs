@@ -92,7 +92,7 @@ impl Sessions {
                     Cost::Micros(m) => m,
                     Cost::Unpriced => 0,
                 };
-                let action = arch::action(&g.action);
+                let action = g.action.get();
                 let tier = g.degrade_to_tier.as_ref().copied();
                 self.touch(g.session_id.as_str(), r.ts_ms, |s| match &mut s.guard {
                     Some(old) => {
