@@ -301,10 +301,10 @@ pub fn traffic(
                 attempts,
             }))
         };
-        let routed = flow::route(&facts, rid, request_seed, now, &state, config);
+        let routed = flow::route_and_apply(&facts, rid, request_seed, now, &mut state, config);
         let (decision, event) = match routed {
+            // Nothing was reserved: there is nothing to settle.
             Routed::Blocked { .. } | Routed::Unroutable { .. } => {
-                state.budgets.settle(rid, 0);
                 emit(now, complete(402, None, 0, 0));
                 continue;
             }
@@ -313,7 +313,6 @@ pub fn traffic(
                 event,
                 verdict,
             } => {
-                state.apply_decided(rid, &event.decided.combo, event.reservation());
                 if let Verdict::Degrade { guard, .. } | Verdict::Alert { guard, .. } = verdict {
                     emit(
                         now,

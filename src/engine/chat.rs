@@ -530,13 +530,12 @@ impl Ctx {
         let mut sink = std::mem::take(&mut self.sink);
         // The decision's event moves into the log; what the request needs of it comes back.
         let (routed, verdict, cap) = self.engine.sequenced(&mut sink, None, |state, now| {
-            match flow::route(&facts, rid, seed, now, state, &cfg) {
+            match flow::route_and_apply(&facts, rid, seed, now, state, &cfg) {
                 Routed::Decided {
                     decision,
                     event,
                     verdict,
                 } => {
-                    state.apply_decided(rid, &event.decided.combo, event.reservation());
                     let exceeded = match verdict {
                         Verdict::Degrade { tier, guard, .. } => {
                             Some(self.budget_exceeded(&guard, format!("degraded to tier {tier}")))

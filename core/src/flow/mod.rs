@@ -238,6 +238,24 @@ pub fn route(
     }
 }
 
+/// The routing step as a driver takes it: [`route`], and a decision applied to `state` at once
+/// (the round-robin cursor, the reservation; [`State::apply_decided`]), so that no driver can
+/// record a decision it did not apply. The engine and the simulation call this.
+pub fn route_and_apply(
+    facts: &Facts<'_>,
+    rid: RequestId,
+    seed: u64,
+    now_ms: u64,
+    state: &mut State,
+    config: &Config,
+) -> Routed {
+    let routed = route(facts, rid, seed, now_ms, state, config);
+    if let Routed::Decided { event, .. } = &routed {
+        state.apply_decided(rid, &event.decided.combo, event.reservation());
+    }
+    routed
+}
+
 /// [`route`] without building the event: the decision and what it read, or why there is none
 /// (`Blocked` or `Unroutable`).
 // Once per request, by value: boxing the error would allocate on the hot path for nothing.
@@ -249,11 +267,15 @@ pub fn derive(
     state: &State,
     config: &Config,
 ) -> Result<Derived, Routed> {
-    let worst = budget::worst_case(config, facts, None);
     let guard = facts.session.and_then(|s| state.budgets.get(s));
-    let verdict = match guard {
-        None => Verdict::Unguarded,
-        Some(g) => budget::verdict(&g, worst, |t| budget::worst_case(config, facts, Some(t))),
+    // The worst case matters only to a guard: unguarded requests do not pay for it.
+    let (verdict, worst) = match guard {
+        None => (Verdict::Unguarded, 0),
+        Some(g) => {
+            let worst = budget::worst_case(config, facts, None);
+            let v = budget::verdict(&g, worst, |t| budget::worst_case(config, facts, Some(t)));
+            (v, worst)
+        }
     };
     let (max_tier, left) = match verdict {
         Verdict::Blocked(guard) => return Err(Routed::Blocked { guard, worst }),
