@@ -69,6 +69,30 @@ struct Sequencer {
     steps: u64,
 }
 
+/// A snapshot of the flow state waiting for its barrier (see [`Engine::take_checkpoint`]).
+struct PendingCheckpoint {
+    barrier: Appended,
+    snapshot: omniroute_core::flow::StateSnapshot,
+    config_version: Hash32,
+    log: Log,
+}
+
+impl PendingCheckpoint {
+    /// Waits for the barrier, then stores the checkpoint at the seq it resolved to.
+    fn write(self) -> Result<Appended, String> {
+        let at = self.barrier.wait().map_err(|e| e.to_string())?;
+        let c = restore::StateCheckpoint {
+            seq: at,
+            config_version: self.config_version,
+            state: self.snapshot,
+        };
+        let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+        self.log
+            .put_checkpoint(restore::STATE_CHECKPOINT, bytes)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Commit handles of a caller's events, and whether one could not even be queued.
 #[derive(Default)]
 pub(crate) struct Sink {
@@ -370,32 +394,32 @@ impl Engine {
         sink.appended.pop()
     }
 
-    /// Starts writing a checkpoint of the flow state as it is now (the caller holds the
-    /// sequencer): a barrier enqueued under the same lock resolves to the seq of the last event
-    /// folded into it; the checkpoint is stored once that is committed.
-    fn checkpoint_locked(&self, seq: &Sequencer) {
-        // Once anything went unrecorded, the state holds effects the log lacks: a checkpoint
-        // would make them permanent, while a restart without one folds back to the log's truth.
+    /// A checkpoint of the flow state as it is now (the caller holds the sequencer): a barrier
+    /// enqueued under the same lock resolves to the seq of the last event folded into it. Refused
+    /// once anything went unrecorded: the state then holds effects the log lacks, and a
+    /// checkpoint would make them permanent, while a restart without one folds back to the
+    /// log's truth.
+    fn take_checkpoint(&self, seq: &Sequencer) -> Result<PendingCheckpoint, String> {
         if self.unrecorded() > 0 {
-            return;
+            return Err(format!(
+                "{} event(s) went unrecorded: the routing state is not checkpointed, the next start folds the log instead",
+                self.unrecorded()
+            ));
         }
-        let Ok(barrier) = self.log.barrier() else {
+        Ok(PendingCheckpoint {
+            barrier: self.log.barrier().map_err(|e| e.to_string())?,
+            snapshot: seq.state.snapshot(),
+            config_version: self.config().version(),
+            log: self.log.clone(),
+        })
+    }
+
+    /// Periodic checkpoint, from inside a step: written off the lock once its barrier commits.
+    fn checkpoint_locked(&self, seq: &Sequencer) {
+        let Ok(pending) = self.take_checkpoint(seq) else {
             return;
         };
-        let snapshot = seq.state.snapshot();
-        let config_version = self.config().version();
-        let log = self.log.clone();
-        let write = move || {
-            let Ok(at) = barrier.wait() else { return };
-            let c = restore::StateCheckpoint {
-                seq: at,
-                config_version,
-                state: snapshot,
-            };
-            if let Ok(bytes) = serde_json::to_vec(&c) {
-                drop(log.put_checkpoint(restore::STATE_CHECKPOINT, bytes));
-            }
-        };
+        let write = move || drop(pending.write());
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(write)),
             Err(_) => write(),
@@ -405,27 +429,10 @@ impl Engine {
     /// Checkpoints the flow state and waits until it is stored (graceful shutdown), so the next
     /// start folds only what came after.
     pub fn checkpoint(&self) -> Result<(), String> {
-        if self.unrecorded() > 0 {
-            return Err(format!(
-                "{} event(s) went unrecorded: the routing state is not checkpointed, the next start folds the log instead",
-                self.unrecorded()
-            ));
-        }
-        let (barrier, snapshot, config_version) = {
-            let seq = lock(&self.seq);
-            let barrier = self.log.barrier().map_err(|e| e.to_string())?;
-            (barrier, seq.state.snapshot(), self.config().version())
-        };
-        let at = barrier.wait().map_err(|e| e.to_string())?;
-        let c = restore::StateCheckpoint {
-            seq: at,
-            config_version,
-            state: snapshot,
-        };
-        let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
-        self.log
-            .put_checkpoint(restore::STATE_CHECKPOINT, bytes)
-            .and_then(|h| h.wait())
+        let pending = self.take_checkpoint(&lock(&self.seq))?;
+        pending
+            .write()?
+            .wait()
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
