@@ -517,8 +517,3 @@ pub fn fold_log(
     progress(total, total);
     Ok(folder.report)
 }
-
-/// Request id of a decision, for callers that name it.
-pub fn decision_request(e: &ArchivedEvent) -> Option<RequestId> {
-    e.route_decided().map(|d| d.request_id.get())
-}
