@@ -104,9 +104,26 @@ fn read_commands_work_on_a_read_only_copy_and_change_no_byte() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // `nobody` must be able to run the binary: the build may sit in a directory only root can
+    // enter (a clone made under `mktemp -d`), so it runs from a copy beside the data dir.
+    let exe = parent.path().join("omniroute");
+    std::fs::copy(cli::bin(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Files the commands read from the checkout are copied likewise.
+    let copied = |arg: String| {
+        let path = std::path::Path::new(&arg);
+        if !path.starts_with(env!("CARGO_MANIFEST_DIR")) || !path.is_file() {
+            return arg;
+        }
+        let to = parent.path().join(path.file_name().unwrap());
+        std::fs::copy(path, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+        to.display().to_string()
+    };
     let before = digest(&file);
     for cmd in read_commands(&rid, &session) {
-        let mut c = cli::command(&args(&cmd), &dir);
+        let cmd: Vec<String> = cmd.into_iter().map(copied).collect();
+        let mut c = cli::command_with(&exe, &args(&cmd), &dir);
         // Root ignores file modes, so there the command runs as `nobody`: then the mode is what
         // stops a write, and this proves the commands open the file without asking to write it.
         // The digest and mtime check below proves, for every user, that no byte changed.

@@ -69,7 +69,12 @@ pub fn finish(child: Child) -> Out {
 }
 
 pub fn command(args: &[&str], dir: &Path) -> Command {
-    let mut c = Command::new(bin());
+    command_with(Path::new(bin()), args, dir)
+}
+
+/// [`command`] with another copy of the binary.
+pub fn command_with(exe: &Path, args: &[&str], dir: &Path) -> Command {
+    let mut c = Command::new(exe);
     c.args(args)
         .arg("--data-dir")
         .arg(dir)
