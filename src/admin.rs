@@ -75,28 +75,8 @@ pub struct CostParams {
 
 /// Unix ms from `1763700000000` or `2025-11-21`.
 fn parse_time(s: &str, param: &str) -> Result<u64, ApiError> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    let bad = || {
-        ApiError::bad(
-            format!("{param}={s:?}: expected unix milliseconds or a UTC date YYYY-MM-DD"),
-            Some(param),
-        )
-    };
-    let parts: Vec<&str> = s.split('-').collect();
-    let [y, m, d] = parts.as_slice() else {
-        return Err(bad());
-    };
-    let (y, m, d) = (
-        y.parse::<i64>().map_err(|_| bad())?,
-        m.parse::<u32>().map_err(|_| bad())?,
-        d.parse::<u32>().map_err(|_| bad())?,
-    );
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    u64::try_from(omniroute_core::time::days_from_civil(y, m, d) * 86_400_000).map_err(|_| bad())
+    omniroute_core::time::parse_time(s)
+        .map_err(|e| ApiError::bad(format!("{param}={e}"), Some(param)))
 }
 
 fn query(params: &CostParams, now_ms: u64) -> Result<Query, ApiError> {

@@ -56,3 +56,24 @@ mod tests {
         }
     }
 }
+
+/// Unix milliseconds from `1763700000000` or a UTC date `2025-11-21` (its midnight).
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let bad = || format!("{s:?}: expected unix milliseconds or a UTC date YYYY-MM-DD");
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, d) = (
+        y.parse::<i64>().map_err(|_| bad())?,
+        m.parse::<u32>().map_err(|_| bad())?,
+        d.parse::<u32>().map_err(|_| bad())?,
+    );
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    u64::try_from(days_from_civil(y, m, d) * 86_400_000).map_err(|_| bad())
+}
