@@ -11,11 +11,14 @@
 //!
 //! No HTTP client and no network anywhere in this crate's dependency tree (a test checks).
 
+mod estimate;
 pub mod html;
 pub mod plan;
 pub mod render;
 pub mod report;
 mod sim;
+mod source;
+mod stats;
 
 use omniroute_core::log::{LogError, Reader};
 
@@ -42,3 +45,6 @@ pub fn replay(
     let (plan, filter) = request.resolve()?;
     sim::run(reader, &plan, &filter, progress)
 }
+
+#[cfg(test)]
+mod tests;
