@@ -6,8 +6,24 @@
 
 mod support;
 
+use omniroute_core::log::Log;
+use omniroute_core::sample;
 use omniroute_replay::ReplayReport;
 use support::cli::{self, Out, Server, run};
+
+/// A data dir holding `requests` requests of simulated traffic over every strategy, with the
+/// config they ran under (`log generate` records none, and a replay needs one to rewrite).
+fn traffic(requests: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let config = sample::router_config(8).unwrap();
+    drop(log.put_blob(config.canonical_json()).unwrap());
+    sample::traffic(&config, requests, 7, 1_800_000_000_000, &mut |ts, e| {
+        drop(log.append_at(ts, &e).unwrap());
+    });
+    log.sync().unwrap();
+    dir
+}
 
 fn replay(dir: &std::path::Path, args: &[&str]) -> Out {
     let mut a = vec!["replay"];
@@ -72,15 +88,19 @@ fn on_a_missing_data_dir_it_fails_naming_it_and_creates_nothing() {
 
 #[test]
 fn every_format_prints_and_html_writes_a_page_with_charts() {
-    let dir = cli::generated(30);
+    let dir = traffic(300);
     let d = dir.path();
 
     let o = replay(d, &["--strategy", "cost"]);
     assert!(o.ok(), "{o:?}");
-    assert!(
-        o.stdout.contains("strategy cost for every combo") && o.stdout.contains("filter"),
-        "{o:?}"
-    );
+    for want in [
+        "strategy cost for every combo",
+        "recorded vs simulated",
+        "success rate",
+        "changed routes",
+    ] {
+        assert!(o.stdout.contains(want), "{want}: {o:?}");
+    }
 
     let o = replay(d, &["--strategy", "cost", "--format", "json"]);
     assert!(o.ok(), "{o:?}");
@@ -129,7 +149,9 @@ fn every_format_prints_and_html_writes_a_page_with_charts() {
         "the report still prints: {o:?}"
     );
     let html = std::fs::read_to_string(&page).unwrap();
-    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    // Latency, per provider, and (with more than one run) the spread over seeds.
+    assert_eq!(html.matches("<svg").count(), 3, "{html}");
     assert!(
         !html.contains("src=") && !html.contains("href="),
         "self-contained"
@@ -156,7 +178,7 @@ fn post(addr: &str, body: &str) -> (u16, serde_json::Value) {
 
 #[test]
 fn while_serve_runs_the_api_answers_and_the_cli_asks_it() {
-    let dir = cli::generated(30);
+    let dir = traffic(200);
     let d = dir.path();
     let server = Server::start(d).unwrap();
 

@@ -17,7 +17,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::render::{Block, Table, Unit, bucket_labels, document, target_rows};
-use crate::report::{LatencyHistogram, ReplayReport, Spread};
+use crate::report::{LatencyHistogram, ReplayReport, Spread, SpreadRow};
 
 const FONT: &str = "sans-serif";
 const WIDTH: u32 = 860;
@@ -258,19 +258,24 @@ fn bars(
         .draw()
         .map_err(err)?;
     if values.is_empty() {
-        no_data(area)?;
+        no_data(area, "no data")?;
     }
     Ok(())
 }
 
-fn no_data(area: &DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String> {
+/// `what` in the middle of `area` (a chart with nothing to draw).
+fn no_data(area: &DrawingArea<SVGBackend<'_>, Shift>, what: &str) -> Result<(), String> {
     let (w, h) = area.dim_in_pixel();
     let grey = BLACK.mix(0.6);
     let style = TextStyle::from((FONT, 16).into_font())
         .color(&grey)
         .pos(Pos::new(HPos::Center, VPos::Center));
-    area.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style))
-        .map_err(err)
+    area.draw(&Text::new(
+        what.to_string(),
+        (w as i32 / 2, h as i32 / 2),
+        style,
+    ))
+    .map_err(err)
 }
 
 /// Draws with `draw` on a `WIDTH` x `height` SVG and returns the SVG text.
@@ -305,13 +310,23 @@ fn latency_chart(h: &LatencyHistogram) -> Result<String, String> {
             (get(&h.recorded), get(&h.simulated))
         })
         .collect();
+    // Buckets empty on both sides at either end are left out (the bounds reach 60 s; most
+    // traffic uses a few of them). Labels are upper bounds, so the rest still read right.
+    let used = |v: &(f64, f64)| v.0 > 0.0 || v.1 > 0.0;
+    let first = values.iter().position(used).unwrap_or(0);
+    let last = values
+        .iter()
+        .rposition(used)
+        .map_or(values.len(), |i| i + 1);
+    let labels = labels.get(first..last).unwrap_or_default();
+    let values = values.get(first..last).unwrap_or_default();
     svg(360, |root| {
         bars(
             root,
             "request latency (bucket upper bound, ms)",
             "requests",
-            &labels,
-            &values,
+            labels,
+            values,
             &|v| format!("{v:.0}"),
         )
     })
@@ -346,10 +361,27 @@ fn provider_chart(r: &ReplayReport) -> Result<String, String> {
             &shares,
             &|v| format!("{v:.0}%"),
         )?;
+        let cost_label = axis_label(costs.iter().map(|c| c.0.max(c.1)).fold(0.0, f64::max));
         bars(&right, "cost per provider", "$", &labels, &costs, &|v| {
-            format!("${v:.4}")
+            format!("${}", cost_label(v))
         })
     })
+}
+
+/// Tick labels for an axis spanning `span`: as many decimals as ticks about a fifth of it apart
+/// need (plotters' default prints every tick of a micro-dollar axis as 0.0).
+fn axis_label(span: f64) -> impl Fn(&f64) -> String {
+    let step = span / 5.0;
+    let decimals = if step.is_finite() && step > 0.0 {
+        (-step.log10()).ceil().clamp(0.0, 10.0) as usize
+    } else {
+        1
+    };
+    move |v: &f64| {
+        // A tick at zero is 0, not -0.00.
+        let v = if v.abs() < step * 1e-6 { 0.0 } else { *v };
+        format!("{v:.decimals$}")
+    }
 }
 
 /// At most 14 characters, so provider names fit under their bars.
@@ -365,15 +397,45 @@ fn short(s: &str) -> String {
 /// One panel per metric: each seed's difference as a dot, the p5..p95 band, the median line
 /// and zero.
 fn spread_chart(s: &Spread) -> Result<String, String> {
-    const PANEL: u32 = 170;
-    let rows = s.rows.len().max(1);
-    let height = PANEL * rows as u32;
+    const PANEL: u32 = 150;
+    const NOTE: u32 = 30;
+    // A metric that came out the same under every seed has nothing to show but a line at its
+    // value; those are named in one line instead of a panel each.
+    let (moving, flat): (Vec<&SpreadRow>, Vec<&SpreadRow>) = s
+        .rows
+        .iter()
+        .partition(|r| r.values.iter().any(|v| *v != r.p50) || r.p5 != r.p95);
+    let height = PANEL * moving.len().max(1) as u32 + if flat.is_empty() { 0 } else { NOTE };
     svg(height, |root| {
-        if s.rows.is_empty() {
-            return no_data(root);
+        let root = if flat.is_empty() {
+            root.clone()
+        } else {
+            let (top, bottom) = root.split_vertically(height - NOTE);
+            let names: Vec<String> = flat
+                .iter()
+                .map(|r| format!("{} {}", r.metric, Unit::of_metric(&r.metric).delta(r.p50)))
+                .collect();
+            let grey = BLACK.mix(0.7);
+            let style = TextStyle::from((FONT, 13).into_font()).color(&grey);
+            bottom
+                .draw(&Text::new(
+                    format!("the same under every seed: {}", names.join(", ")),
+                    (12, 8),
+                    style,
+                ))
+                .map_err(err)?;
+            top
+        };
+        if moving.is_empty() {
+            let what = if flat.is_empty() {
+                "no data"
+            } else {
+                "no metric moved between seeds"
+            };
+            return no_data(&root, what);
         }
-        let panels = root.split_evenly((rows, 1));
-        for (row, area) in s.rows.iter().zip(panels.iter()) {
+        let panels = root.split_evenly((moving.len(), 1));
+        for (row, area) in moving.iter().zip(panels.iter()) {
             let u = Unit::of_metric(&row.metric);
             let v: Vec<f64> = row
                 .values
@@ -415,12 +477,15 @@ fn spread_chart(s: &Spread) -> Result<String, String> {
                     .map(|s| format!("seed {s}"))
                     .unwrap_or_default()
             };
+            let y_label = axis_label(hi - lo);
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .max_light_lines(0)
                 .x_labels(v.len().clamp(1, 10))
+                .y_labels(5)
                 .x_label_formatter(&x_label)
+                .y_label_formatter(&y_label)
                 .label_style((FONT, 11))
                 .draw()
                 .map_err(err)?;
@@ -553,6 +618,68 @@ mod tests {
         let page = html(&r).unwrap();
         assert!(page.contains("the filter matched no request"));
         assert!(!page.contains("<svg"));
+    }
+
+    /// The packages `root` depends on, transitively, as the workspace's Cargo.lock resolves
+    /// them (every target and every enabled feature, so a superset of what is built here).
+    fn locked_deps(root: &str) -> std::collections::BTreeSet<String> {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+        let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for block in lock.split("[[package]]").skip(1) {
+            let name = block
+                .lines()
+                .find_map(|l| l.strip_prefix("name = \""))
+                .map(|n| n.trim_end_matches('"').to_string())
+                .unwrap();
+            let list = block
+                .split("dependencies = [")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .unwrap_or("");
+            let names = list
+                .lines()
+                .filter_map(|l| l.trim().trim_end_matches(',').strip_prefix('"'))
+                .map(|d| {
+                    d.trim_end_matches('"')
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                });
+            deps.entry(name).or_default().extend(names);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = vec![root.to_string()];
+        while let Some(p) = todo.pop() {
+            if seen.insert(p.clone()) {
+                todo.extend(deps.get(&p).cloned().unwrap_or_default());
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn the_charts_need_no_font_library() {
+        // Drawing never looks for a font: plotters is built without `ttf` (font-kit, which
+        // reads the system's fonts through fontconfig) and without `ab_glyph`. A machine with
+        // no font at all draws the same page.
+        let deps = locked_deps("omniroute-replay");
+        // The walk reaches plotters' own dependencies (it reads the lock right).
+        assert!(
+            deps.contains("plotters-svg") && deps.contains("num-traits"),
+            "{deps:?}"
+        );
+        for font in [
+            "font-kit",
+            "ttf-parser",
+            "ab_glyph",
+            "yeslogic-fontconfig-sys",
+            "servo-fontconfig",
+            "freetype-sys",
+        ] {
+            assert!(!deps.contains(font), "{font} is in replay's tree");
+        }
     }
 
     #[test]

@@ -223,10 +223,10 @@ impl Unit {
     /// `v` as a value (`97.30%`, `$0.001200`, `812.4 ms`).
     pub(crate) fn value(self, v: f64) -> String {
         match self {
-            Unit::Count => format!("{v:.0}"),
+            Unit::Count => count(v),
             Unit::Rate => format!("{:.2}%", v * 100.0),
             Unit::Usd => usd(v),
-            Unit::Ms => format!("{v:.1} ms"),
+            Unit::Ms => ms(v),
             Unit::Plain => format!("{v:.3}"),
         }
     }
@@ -240,11 +240,10 @@ impl Unit {
         let sign = if v < 0.0 { "-" } else { "+" };
         let a = v.abs();
         match self {
-            Unit::Count if a < 0.5 => "0".into(),
-            Unit::Count => format!("{sign}{a:.0}"),
+            Unit::Count => format!("{sign}{}", count(a)),
             Unit::Rate => format!("{sign}{:.2} pp", a * 100.0),
             Unit::Usd => format!("{sign}{}", usd(a)),
-            Unit::Ms => format!("{sign}{a:.1} ms"),
+            Unit::Ms => format!("{sign}{}", ms(a)),
             Unit::Plain => format!("{sign}{a:.3}"),
         }
     }
@@ -270,9 +269,39 @@ impl Unit {
     }
 }
 
-/// Micro-dollars as dollars with six decimals (micro-dollar precision, like `report cost`).
+/// Micro-dollars as dollars: six decimals like `report cost`, more for fractions of a micro-dollar.
 pub(crate) fn usd(micros: f64) -> String {
-    format!("${:.6}", micros / 1e6)
+    let d = micros / 1e6;
+    let a = d.abs();
+    // Six decimals (micro-dollars) show every recorded cost exactly. Averages and percentiles
+    // fall between micro-dollars, and for cheap models they are a few micro-dollars, so those
+    // under $0.001 keep three significant digits (down to nano-dollars) instead of reading
+    // $0.000010 +- $0.000000.
+    let decimals = if a >= 1e-3 || micros.fract() == 0.0 || !a.is_finite() {
+        6
+    } else {
+        ((-a.log10()).floor() as usize + 3).clamp(6, 9)
+    };
+    format!("${d:.decimals$}")
+}
+
+/// A count; percentiles over runs can fall between whole numbers, so those keep one decimal.
+fn count(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Milliseconds: one decimal, two under 10 ms (local and mock upstreams answer in fractions of
+/// one, where one decimal would read 0.0).
+fn ms(v: f64) -> String {
+    if v.abs() < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
 }
 
 /// One row of the comparison: a metric, recorded and simulated.

@@ -85,11 +85,10 @@ pub fn run(args: ReplayArgs) -> CliResult {
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "replaying [{bar:40}] {pos}/{len} records ({per_sec})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} records ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    bar.set_message("replaying");
     if matches!(src, Source::Remote { .. }) {
         // The server simulates; there is no position to show, only that it is working.
         bar.set_message("asking the server to replay");
