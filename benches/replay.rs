@@ -4,7 +4,8 @@
 //!
 //! The log is simulated traffic (`sample::traffic`: 8-target combos of every strategy, guarded
 //! sessions, failures, retries, fallbacks), written once; each iteration replays all of it.
-//! `REPLAY_BENCH_REQUESTS` sets its size (default 1,000,000).
+//! `REPLAY_BENCH_REQUESTS` sets its size (default 1,000,000), `REPLAY_BENCH_TARGETS` the targets per
+//! combo (default 8; each decision records every candidate, so this sets the size of the log).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -41,7 +42,11 @@ fn bench(c: &mut Criterion) {
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let config = sample::router_config(8).unwrap();
+    let width: usize = std::env::var("REPLAY_BENCH_TARGETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let config = sample::router_config(width).unwrap();
     drop(log.put_blob(config.canonical_json()).unwrap());
     let started = Instant::now();
     sample::traffic(&config, requests, 7, 1_800_000_000_000, &mut |ts, e| {
@@ -50,8 +55,9 @@ fn bench(c: &mut Criterion) {
     log.sync().unwrap();
     let reader = log.reader().unwrap();
     eprintln!(
-        "replay: {requests} requests, {} records, written in {:.1?}",
+        "replay: {requests} requests over {width}-target combos, {} records ({} MiB), written in {:.1?}",
         reader.last_seq().unwrap(),
+        reader.stats().map(|s| s.disk_bytes >> 20).unwrap_or(0),
         started.elapsed()
     );
     let plans: [(&str, ReplayRequest); 3] = [

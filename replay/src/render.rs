@@ -206,6 +206,7 @@ impl Unit {
             name,
             "requests"
                 | "succeeded"
+                | "not_simulated"
                 | "attempts"
                 | "fallbacks"
                 | "retries"
@@ -349,6 +350,9 @@ pub(crate) fn comparisons(r: &ReplayReport) -> Vec<Cmp> {
     };
     let mut v = vec![
         both("requests", "requests", Unit::Count, |m| m.requests as f64),
+        both("not simulated", "not_simulated", Unit::Count, |m| {
+            m.not_simulated as f64
+        }),
         both("succeeded", "succeeded", Unit::Count, |m| {
             m.succeeded as f64
         }),

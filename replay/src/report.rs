@@ -57,9 +57,12 @@ pub struct PlanSummary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub requests: u64,
+    /// Requests the simulation could not finish (they needed a target with no recorded outcome):
+    /// left out of the rates and percentiles below. Always 0 on the recorded side.
+    pub not_simulated: u64,
     /// Answered 2xx.
     pub succeeded: u64,
-    /// `succeeded / requests` (0 when there are none).
+    /// `succeeded / (requests - not_simulated)` (0 when there are none).
     pub success_rate: f64,
     /// Refused by a budget guard in `block` mode.
     pub budget_blocked: u64,

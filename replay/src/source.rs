@@ -34,8 +34,16 @@ impl Targets {
         i
     }
 
+    /// `provider/model`, or the model id alone when it already names its provider
+    /// (`mock/fast`).
     pub fn name(&self, id: u32) -> String {
         match self.names.get(id as usize) {
+            Some((p, m))
+                if m.strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/')) =>
+            {
+                m.clone()
+            }
             Some((p, m)) => format!("{p}/{m}"),
             None => "?".into(),
         }

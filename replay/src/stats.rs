@@ -150,6 +150,7 @@ impl Acc {
         shares.sort_by(|a, b| b.served.cmp(&a.served).then(a.target.cmp(&b.target)));
         Metrics {
             requests: self.requests,
+            not_simulated: self.unknown,
             succeeded: self.succeeded,
             success_rate: ratio(self.succeeded, known),
             budget_blocked: self.blocked,
