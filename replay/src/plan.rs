@@ -24,6 +24,11 @@ pub struct ReplayRequest {
     /// their weight.
     #[serde(default)]
     pub weights: BTreeMap<String, u32>,
+    /// Target order (model ids, first tried first) for `combo` or every combo: the listed
+    /// targets move to the front in this order, the rest keep theirs after them. It is the order
+    /// `priority` tries and the tie-break of the other strategies.
+    #[serde(default)]
+    pub order: Vec<String>,
     /// A whole alternative config (TOML text) replacing every recorded config version.
     pub plan_config: Option<String>,
     /// The name of `plan_config` in messages (its file path).
@@ -53,6 +58,7 @@ pub struct Plan {
     pub strategy: Option<Strategy>,
     pub combo: Option<String>,
     pub weights: Vec<(String, u32)>,
+    pub order: Vec<String>,
     /// The alternative config and its name.
     pub config: Option<(String, Config)>,
     pub seed: u64,
@@ -108,12 +114,27 @@ impl ReplayRequest {
                 ))
             })?),
         };
-        if self.combo.is_some() && strategy.is_none() && self.weights.is_empty() {
+        if self.combo.is_some()
+            && strategy.is_none()
+            && self.weights.is_empty()
+            && self.order.is_empty()
+        {
             return Err(ReplayError::Invalid(
-                "a combo was named without a strategy or weights to give it; add --strategy S or \
-                 --weights a=3,b=1"
+                "a combo was named without a strategy, weights or order to give it; add \
+                 --strategy S, --weights a=3,b=1 or --order a,b"
                     .into(),
             ));
+        }
+        if let Some(m) = self
+            .order
+            .iter()
+            .enumerate()
+            .find(|(i, m)| self.order[..*i].contains(m))
+            .map(|(_, m)| m)
+        {
+            return Err(ReplayError::Invalid(format!(
+                "{m:?} appears twice in the order; name each target once"
+            )));
         }
         if let Some((m, _)) = self.weights.iter().find(|(_, w)| **w == 0) {
             return Err(ReplayError::Invalid(format!(
@@ -128,7 +149,7 @@ impl ReplayRequest {
                     .plan_config_name
                     .clone()
                     .unwrap_or_else(|| "plan config".into());
-                if strategy.is_some() || !self.weights.is_empty() {
+                if strategy.is_some() || !self.weights.is_empty() || !self.order.is_empty() {
                     return Err(ReplayError::Invalid(
                         "a plan config replaces the whole config: give either it or a strategy \
                          and weights, not both (put the strategy in the file)"
@@ -173,6 +194,7 @@ impl ReplayRequest {
             strategy,
             combo: self.combo.clone(),
             weights: self.weights.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            order: self.order.clone(),
             config,
             seed: self.seed.unwrap_or(0),
             runs,
@@ -185,7 +207,10 @@ impl ReplayRequest {
 impl Plan {
     /// Whether the plan changes nothing.
     pub fn is_identity(&self) -> bool {
-        self.strategy.is_none() && self.weights.is_empty() && self.config.is_none()
+        self.strategy.is_none()
+            && self.weights.is_empty()
+            && self.order.is_empty()
+            && self.config.is_none()
     }
 
     /// One line for the report.
@@ -212,6 +237,9 @@ impl Plan {
                 .collect();
             s.push_str(&format!(", weights {}", w.join(",")));
         }
+        if !self.order.is_empty() {
+            s.push_str(&format!(", order {}", self.order.join(",")));
+        }
         s
     }
 
@@ -227,11 +255,16 @@ impl Plan {
                 list(&combos)
             )));
         }
-        for (m, _) in &self.weights {
+        let named = self
+            .weights
+            .iter()
+            .map(|(m, _)| (m, "--weights"))
+            .chain(self.order.iter().map(|m| (m, "--order")));
+        for (m, flag) in named {
             let Some(mi) = config.model_index(m) else {
                 let models: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
                 return Err(ReplayError::Invalid(format!(
-                    "unknown model {m:?} in --weights; the recorded config has: {}",
+                    "unknown model {m:?} in {flag}; the recorded config has: {}",
                     list(&models)
                 )));
             };
@@ -242,7 +275,8 @@ impl Plan {
                 .any(|c| c.targets.iter().any(|t| t.model == mi));
             if !in_some {
                 return Err(ReplayError::Invalid(format!(
-                    "model {m:?} is not a target of {}; weights apply to a combo's targets",
+                    "model {m:?} ({flag}) is not a target of {}; weights and order apply to a \
+                     combo's targets",
                     self.combo
                         .as_deref()
                         .map(|c| format!("combo {c:?}"))
@@ -267,6 +301,11 @@ impl Plan {
             .iter()
             .filter_map(|(m, w)| Some((recorded.model_index(m)?, *w)))
             .collect();
+        let order: Vec<usize> = self
+            .order
+            .iter()
+            .filter_map(|m| recorded.model_index(m))
+            .collect();
         for combo in c
             .combos
             .iter_mut()
@@ -280,6 +319,13 @@ impl Plan {
                     t.weight = *w;
                 }
             }
+            // Listed targets first, in the listed order; the others after them, as they were.
+            combo.targets.sort_by_key(|t| {
+                order
+                    .iter()
+                    .position(|&m| m == t.model)
+                    .unwrap_or(usize::MAX)
+            });
         }
         c.reindex();
         c

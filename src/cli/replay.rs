@@ -25,12 +25,16 @@ pub struct ReplayArgs {
     /// least-busy, auto or tiered [default: each combo's recorded strategy]
     #[arg(long, value_name = "S")]
     strategy: Option<String>,
-    /// Change only this combo's strategy and weights [default: every combo]
+    /// Change only this combo's strategy, weights and order [default: every combo]
     #[arg(long, value_name = "C")]
     combo: Option<String>,
     /// Target weights for `weighted`, by model id, e.g. a=3,b=1 (models left out keep theirs).
     #[arg(long, value_name = "M=W,...")]
     weights: Option<String>,
+    /// Target order, e.g. b,a: these models are tried first, in this order (priority's order and
+    /// the other strategies' tie-break); the rest keep theirs after them.
+    #[arg(long, value_name = "M,...", value_delimiter = ',')]
+    order: Vec<String>,
     /// A whole alternative config (TOML) to replay with, in place of every recorded config.
     #[arg(long, value_name = "FILE")]
     plan_config: Option<PathBuf>,
@@ -127,6 +131,7 @@ fn request(args: &ReplayArgs) -> Result<ReplayRequest, String> {
             Some(w) => parse_weights(w)?,
             None => BTreeMap::new(),
         },
+        order: args.order.iter().map(|m| m.trim().to_string()).collect(),
         plan_config,
         plan_config_name: args.plan_config.as_ref().map(|p| p.display().to_string()),
         from: args.from.clone(),
