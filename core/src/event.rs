@@ -970,6 +970,18 @@ impl ArchivedEvent {
     }
 }
 
+impl ArchivedTokens {
+    pub fn get(&self) -> Tokens {
+        Tokens {
+            input: self.input.to_native(),
+            cached_read: self.cached_read.to_native(),
+            cache_write: self.cache_write.to_native(),
+            reasoning: self.reasoning.to_native(),
+            output: self.output.to_native(),
+        }
+    }
+}
+
 impl ArchivedHash32 {
     pub fn get(&self) -> Hash32 {
         Hash32(self.0)

@@ -2,23 +2,13 @@
 //! keep, so folds read records in place and allocate only for what they store.
 
 use omniroute_core::event::{
-    ArchivedCircuitState, ArchivedCost, ArchivedTokens, CircuitState, Cost, ErrorClass, Tokens,
+    ArchivedCircuitState, ArchivedCost, CircuitState, Cost, ErrorClass, Tokens,
 };
 
 pub fn cost(c: &ArchivedCost) -> Cost {
     match c {
         ArchivedCost::Unpriced => Cost::Unpriced,
         ArchivedCost::Micros(m) => Cost::Micros(m.to_native()),
-    }
-}
-
-pub fn tokens(t: &ArchivedTokens) -> Tokens {
-    Tokens {
-        input: t.input.to_native(),
-        cached_read: t.cached_read.to_native(),
-        cache_write: t.cache_write.to_native(),
-        reasoning: t.reasoning.to_native(),
-        output: t.output.to_native(),
     }
 }
 

@@ -101,7 +101,7 @@ impl CostModel {
         let hour = r.ts_ms / HOUR_MS;
         match r.event {
             ArchivedEvent::AttemptFinished(a) => {
-                let tokens = arch::tokens(&a.tokens);
+                let tokens = a.tokens.get();
                 let model = a.target.model.as_str();
                 let cost = match &self.reprice {
                     None => arch::cost(&a.cost),

@@ -66,7 +66,7 @@ impl Sessions {
                 let guarded = self.guarded_open.remove(&c.request_id.get());
                 let Some(id) = session else { return };
                 let cost = arch::cost(&c.cost);
-                let tokens = arch::tokens(&c.tokens);
+                let tokens = c.tokens.get();
                 self.touch(id, r.ts_ms, |s| {
                     if c.error.is_some() {
                         s.errors += 1;

@@ -17,7 +17,7 @@ use omniroute_core::log::{LogError, Reader, Records};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 
-use crate::source::{Outcome, Targets, tokens};
+use crate::source::{Outcome, Targets};
 
 /// Outcomes kept per target from the main read.
 const RECENT: usize = 64;
@@ -162,7 +162,7 @@ impl<'r> Pool<'r> {
                             retry_after_ms: error
                                 .and_then(|e| e.retry_after_ms.as_ref().map(|r| r.to_native())),
                             status: a.status.as_ref().map(|s| s.to_native()),
-                            tokens: tokens(&a.tokens),
+                            tokens: a.tokens.get(),
                         },
                     });
                 }

@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 
 use omniroute_core::event::{
-    ArchivedCircuitState, ArchivedConfigChangeKind, ArchivedCost, ArchivedEvent, ArchivedTokens,
-    BudgetAction, ErrorClass, Hash32, RequestId, Strategy, Tokens,
+    ArchivedCircuitState, ArchivedConfigChangeKind, ArchivedCost, ArchivedEvent, BudgetAction,
+    ErrorClass, Hash32, RequestId, Strategy, Tokens,
 };
 use omniroute_core::record::RecordRef;
 
@@ -198,16 +198,6 @@ pub fn micros(c: &ArchivedCost) -> (u64, bool) {
     }
 }
 
-pub fn tokens(t: &ArchivedTokens) -> Tokens {
-    Tokens {
-        input: t.input.to_native(),
-        cached_read: t.cached_read.to_native(),
-        cache_write: t.cache_write.to_native(),
-        reasoning: t.reasoning.to_native(),
-        output: t.output.to_native(),
-    }
-}
-
 impl Collector {
     fn queued(&mut self, rid: u128) -> Option<&mut Recorded> {
         let pos = *self.index.get(&rid)?;
@@ -379,7 +369,7 @@ impl Collector {
                     retry_after_ms: error
                         .and_then(|e| e.retry_after_ms.as_ref().map(|r| r.to_native())),
                     status: a.status.as_ref().map(|s| s.to_native()),
-                    tokens: tokens(&a.tokens),
+                    tokens: a.tokens.get(),
                 };
                 let r = self.queued(a.request_id.get().0)?;
                 let at = r
@@ -412,7 +402,7 @@ impl Collector {
                     unpriced,
                     latency_us: c.total_latency_us.to_native(),
                     ttft_us: c.ttft_us.as_ref().map(|t| t.to_native()),
-                    tokens: tokens(&c.tokens),
+                    tokens: c.tokens.get(),
                 };
                 if let Some(&pos) = self.index.get(&rid.0) {
                     if let Some(e) = self.queue.get_mut((pos - self.base) as usize)
