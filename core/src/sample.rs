@@ -287,7 +287,7 @@ pub fn traffic(
             })),
         );
         let request_seed = rng.next_u64();
-        let complete = |status: u16, target: Option<Target>, cost: u64, attempts: u16| {
+        let complete = |status: u16, target: Option<Target>, cost: Cost, attempts: u16| {
             Event::RequestCompleted(Box::new(RequestCompleted {
                 request_id: rid,
                 config_version: cv,
@@ -297,7 +297,7 @@ pub fn traffic(
                 total_latency_us: 0,
                 ttft_us: None,
                 tokens: Tokens::default(),
-                cost: Cost::Micros(cost),
+                cost,
                 attempts,
             }))
         };
@@ -305,7 +305,7 @@ pub fn traffic(
         let (decision, event) = match routed {
             // Nothing was reserved: there is nothing to settle.
             Routed::Blocked { .. } | Routed::Unroutable { .. } => {
-                emit(now, complete(402, None, 0, 0));
+                emit(now, complete(402, None, Cost::Micros(0), 0));
                 continue;
             }
             Routed::Decided {
@@ -335,6 +335,7 @@ pub fn traffic(
         let plan: Vec<usize> = decision.targets().collect();
         let mut jitter = step::jitter_rng(request_seed);
         let (mut attempts, mut cost, mut served) = (0u16, 0u64, None);
+        let mut unpriced = false;
         'targets: for (ti, &m) in plan.iter().enumerate() {
             let Some(model) = config.model(m) else { break };
             let target = crate::router::event_target(config, model);
@@ -371,7 +372,7 @@ pub fn traffic(
                     (None, Some(p)) => p.cost_micros(&tokens),
                     _ => 0,
                 };
-                state.health.observe(
+                let change = state.health.observe(
                     &AttemptOutcome {
                         model: m,
                         latency_us,
@@ -403,7 +404,22 @@ pub fn traffic(
                         }),
                     })),
                 );
+                if let Some(t) = change {
+                    emit(
+                        now,
+                        Event::CircuitChanged(Box::new(CircuitChanged {
+                            config_version: cv,
+                            provider: target.provider.clone(),
+                            model: Some(target.model.clone()),
+                            from: t.from,
+                            to: t.to,
+                            reason: t.reason.to_string(),
+                            request_id: Some(rid),
+                        })),
+                    );
+                }
                 cost += this_cost;
+                unpriced |= error.is_none() && model.price.is_none();
                 let Some(class) = error else {
                     served = Some(target);
                     break 'targets;
@@ -421,6 +437,11 @@ pub fn traffic(
         }
         state.budgets.settle(rid, cost);
         let status = if served.is_some() { 200 } else { 502 };
+        let cost = if unpriced {
+            Cost::Unpriced
+        } else {
+            Cost::Micros(cost)
+        };
         emit(now, complete(status, served, cost, attempts));
     }
 }

@@ -11,9 +11,12 @@
 //!
 //! No HTTP client and no network anywhere in this crate's dependency tree (a test checks).
 
+mod estimate;
 pub mod plan;
 pub mod report;
 mod sim;
+mod source;
+mod stats;
 
 use omniroute_core::log::{LogError, Reader};
 
@@ -40,3 +43,6 @@ pub fn replay(
     let (plan, filter) = request.resolve()?;
     sim::run(reader, &plan, &filter, progress)
 }
+
+#[cfg(test)]
+mod tests;

@@ -267,6 +267,20 @@ pub fn derive(
     state: &State,
     config: &Config,
 ) -> Result<Derived, Routed> {
+    derive_with(facts, seed, now_ms, state, config, true)
+}
+
+/// [`derive`], with the Health digest only when `digest` is set: replay decides millions of
+/// requests and compares plans, not digests, so it skips the hashing (the digest is then zero).
+#[allow(clippy::result_large_err)]
+pub fn derive_with(
+    facts: &Facts<'_>,
+    seed: u64,
+    now_ms: u64,
+    state: &State,
+    config: &Config,
+    digest: bool,
+) -> Result<Derived, Routed> {
     let guard = facts.session.and_then(|s| state.budgets.get(s));
     // The worst case matters only to a guard: unguarded requests do not pay for it.
     let (verdict, worst) = match guard {
@@ -302,9 +316,13 @@ pub fn derive(
         Ok(d) => d,
         Err(error) => return Err(Routed::Unroutable { error, verdict }),
     };
-    let health_digest = state
-        .health
-        .digest(decision.candidates.iter().map(|c| c.model), decision.combo);
+    let health_digest = if digest {
+        state
+            .health
+            .digest(decision.candidates.iter().map(|c| c.model), decision.combo)
+    } else {
+        Hash32([0; 32])
+    };
     let budget = guard.zip(facts.session).map(|(g, session)| BudgetSeen {
         session_id: session.to_string(),
         limit_micros: g.limit_micros,
