@@ -8,7 +8,9 @@
 //! target still short of them; it moves only forward, so all look-ups together cost at most one
 //! more read of the log. A target with no outcome in the whole log is unknown: never guessed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use omniroute_core::event::ArchivedEvent;
 use omniroute_core::log::{LogError, Reader, Records};
@@ -35,7 +37,7 @@ pub struct Pool<'r> {
     ahead: Option<Records<'r>>,
     ahead_done: bool,
     /// Attempts the look-ahead saw start: (request, attempt) -> start time.
-    ahead_started: HashMap<(u128, u16), u64>,
+    ahead_started: FxHashMap<(u128, u16), u64>,
 }
 
 pub enum Draw {
@@ -52,7 +54,7 @@ impl<'r> Pool<'r> {
             early: Vec::new(),
             ahead: None,
             ahead_done: false,
-            ahead_started: HashMap::new(),
+            ahead_started: FxHashMap::default(),
         }
     }
 

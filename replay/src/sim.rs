@@ -13,7 +13,9 @@
 //! background: their recorded events apply as recorded (they happened, and the state saw them).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use omniroute_core::config::Config;
@@ -161,7 +163,7 @@ struct Run<'r> {
     rng: ChaCha8Rng,
     state: Option<State>,
     orphan: Budgets,
-    configs: HashMap<Hash32, Option<Arc<Planned>>>,
+    configs: FxHashMap<Hash32, Option<Arc<Planned>>>,
     plan_config: Option<Arc<Planned>>,
     current: Option<Arc<Planned>>,
     heap: BinaryHeap<Sched>,
@@ -445,7 +447,7 @@ impl<'r> Run<'r> {
             rng: ChaCha8Rng::seed_from_u64(seed),
             state: None,
             orphan: Budgets::default(),
-            configs: HashMap::new(),
+            configs: FxHashMap::default(),
             plan_config: None,
             current: None,
             heap: BinaryHeap::new(),

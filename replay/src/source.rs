@@ -2,7 +2,9 @@
 //! completion, released in the order the simulation needs them (by the record that routed them)
 //! once they are complete. Memory holds the requests in flight in the recording, not the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use omniroute_core::event::{
     ArchivedCircuitState, ArchivedConfigChangeKind, ArchivedCost, ArchivedEvent, ArchivedTokens,
@@ -16,7 +18,7 @@ pub type Key = (u64, u64);
 /// Targets by model id, interned: the simulation, the estimates and the report share the ids.
 #[derive(Debug, Default)]
 pub struct Targets {
-    ids: HashMap<String, u32>,
+    ids: FxHashMap<String, u32>,
     /// `(provider, model)` of each id.
     pub names: Vec<(String, String)>,
 }
@@ -171,12 +173,12 @@ struct Entry {
 #[derive(Default)]
 pub struct Collector {
     /// Received, not yet routed.
-    pending: HashMap<u128, Box<Recorded>>,
+    pending: FxHashMap<u128, Box<Recorded>>,
     queue: VecDeque<Entry>,
     /// Absolute position of `queue[0]`.
     base: u64,
     /// Request id -> absolute position in `queue`.
-    index: HashMap<u128, u64>,
+    index: FxHashMap<u128, u64>,
     /// Requests received but never routed (their process stopped first).
     pub unrouted: u64,
 }
@@ -287,12 +289,16 @@ impl Collector {
                         .map(|t| targets.id(&t.provider, &t.model))
                         .collect(),
                     propensity: dd.propensity.to_native(),
-                    eligible: dd
-                        .candidates
-                        .iter()
-                        .filter(|c| c.excluded.is_none())
-                        .map(|c| targets.id(&c.target.provider, &c.target.model))
-                        .collect(),
+                    // Only random first choices are reweighed (IPS): skip the rest.
+                    eligible: if dd.propensity.to_native() < 1.0 {
+                        dd.candidates
+                            .iter()
+                            .filter(|c| c.excluded.is_none())
+                            .map(|c| targets.id(&c.target.provider, &c.target.model))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                     reservation: d
                         .budget
                         .as_ref()
