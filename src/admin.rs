@@ -15,6 +15,7 @@ use omniroute_projections::explain::Explain;
 use omniroute_projections::providers::ProviderView;
 use omniroute_projections::sessions::SessionView;
 use omniroute_projections::{Mask, Projections};
+use omniroute_replay::{ReplayError, ReplayReport, ReplayRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -271,6 +272,20 @@ pub fn log_verify_decisions(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<DecisionReport, ApiError> {
     omniroute_core::flow::fold::verify_decisions(reader, progress).map_err(unreadable)
+}
+
+/// `POST /api/replay` and `omniroute replay`: the log rerun under another routing plan
+/// (DESIGN.md section 6); `progress(done, total)` follows the runs through the log.
+pub fn replay(
+    reader: &Reader,
+    req: &ReplayRequest,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ReplayReport, ApiError> {
+    omniroute_replay::replay(reader, req, progress).map_err(|e| match e {
+        // The message names the field and lists the valid values; it is the caller's to fix.
+        ReplayError::Invalid(m) => ApiError::bad(m, None),
+        ReplayError::Log(e) => unreadable(e),
+    })
 }
 
 /// The query of `GET /api/log/tail`.

@@ -41,22 +41,6 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn known_instants() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_ms(1_795_244_647_000), "2026-11-21T07:04:07.000Z");
-        for days in [-800_000i64, -1, 0, 11_016, 20_413, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-    }
-}
-
 /// Unix milliseconds from `1763700000000` or a UTC date `2025-11-21` (its midnight).
 pub fn parse_time(s: &str) -> Result<u64, String> {
     if let Ok(ms) = s.parse::<u64>() {
@@ -76,4 +60,20 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
         return Err(bad());
     }
     u64::try_from(days_from_civil(y, m, d) * 86_400_000).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_795_244_647_000), "2026-11-21T07:04:07.000Z");
+        for days in [-800_000i64, -1, 0, 11_016, 20_413, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
 }

@@ -12,7 +12,9 @@
 //! No HTTP client and no network anywhere in this crate's dependency tree (a test checks).
 
 mod estimate;
+pub mod html;
 pub mod plan;
+pub mod render;
 pub mod report;
 mod sim;
 mod source;

@@ -4,6 +4,7 @@
 mod config;
 mod keys;
 mod log;
+mod replay;
 mod report;
 mod serve;
 mod source;
@@ -61,6 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: report::ProjectionsCommand,
     },
+    /// What if: rerun the recorded traffic under another routing plan (no provider is called)
+    /// and compare cost, success, latency and routes with the recording.
+    Replay(replay::ReplayArgs),
 }
 
 /// Where the data lives; shared by every command that reads or writes the log.
@@ -113,6 +117,7 @@ pub fn run() -> ExitCode {
         Command::Sessions { command } => report::sessions(command),
         Command::Providers(args) => report::providers(args),
         Command::Projections { command } => report::projections(command),
+        Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,

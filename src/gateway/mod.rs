@@ -20,6 +20,7 @@ use axum::serve::{ListenerExt, TapIo};
 use axum::{Json, Router};
 use omniroute_core::config::OnFailure;
 use omniroute_core::event::{BudgetAction, Hash32, Strategy};
+use omniroute_replay::ReplayRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,6 +57,7 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .route("/api/log/verify", get(log_verify))
         .route("/api/log/decisions", get(log_decisions))
         .route("/api/log/tail", get(log_tail))
+        .route("/api/replay", post(replay))
         .route("/api/keys", get(keys))
         .fallback(not_found)
         .with_state(engine)
@@ -539,6 +541,20 @@ async fn log_tail(
         let _ = tokio::time::timeout(wait, sub.next_range()).await;
     }
     read_log(&engine, move |r| admin::log_tail(r, &p)).await
+}
+
+/// A what-if replay of the log under another routing plan (body: `ReplayRequest`). A
+/// simulation over the whole log: it runs on a blocking thread like the other log reads.
+async fn replay(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&engine, &headers, remote)?;
+    let req: ReplayRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("invalid replay body: {e}"), None))?;
+    read_log(&engine, move |r| admin::replay(r, &req, &mut |_, _| {})).await
 }
 
 async fn keys(
