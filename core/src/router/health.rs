@@ -114,6 +114,15 @@ impl Breaker {
         None
     }
 
+    /// An attempt ended in a failure that says nothing about the target's health (a rate limit,
+    /// a client error): a half-open breaker's probe is over without a verdict, so the next
+    /// attempt may probe (after any cooldown the failure set).
+    fn on_neutral(&mut self) {
+        if self.state == CircuitState::HalfOpen {
+            self.probe_in_flight = false;
+        }
+    }
+
     fn on_failure(&mut self, now_ms: u64, r: &Resilience) -> Option<(CircuitState, CircuitState)> {
         match self.state_at(now_ms, r) {
             CircuitState::HalfOpen => {
@@ -513,6 +522,7 @@ impl Health {
                         (c, why)
                     })
                 } else {
+                    t.breaker.on_neutral();
                     None
                 }
             }

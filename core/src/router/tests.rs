@@ -220,6 +220,52 @@ fn breaker_goes_closed_open_half_open_closed_by_the_profile() {
     assert_eq!(excluded(&h, 200_100), None);
 }
 
+/// A half-open probe that ends in a failure the breaker does not count (a 429, a client error)
+/// says nothing about the target's health: the breaker stays half-open and lets the next probe
+/// through once any cooldown passes. It used to keep the probe "in flight" for ever, so the target
+/// stayed excluded until the process restarted (found by replay: a plan leaning on a flaky
+/// target lost it for the rest of the simulation).
+#[test]
+fn a_probe_that_ends_neutral_frees_the_next_probe() {
+    let config = test_config();
+    let r = config.resilience;
+    let mut h = Health::new(&config);
+    let excluded = |h: &Health, now| {
+        let d = decide_seeded(&RouteInput::new("priority", 10, 1), h, &config, now).unwrap();
+        d.candidates[0].excluded.map(|e| e.reason)
+    };
+    for t in 0..u64::from(r.breaker_failures) {
+        h.start(0, t);
+        h.observe(&outcome(0, 1_000, Some(ErrorClass::ServerError)), t);
+    }
+    let half_open = r.breaker_cooldown_ms + 10;
+    assert_eq!(
+        excluded(&h, half_open - 11),
+        Some(ExclusionReason::CircuitOpen)
+    );
+    h.start(0, half_open).unwrap();
+    let limited = AttemptOutcome {
+        retry_after_ms: Some(1_000),
+        ..outcome(0, 500, Some(ErrorClass::RateLimited))
+    };
+    assert_eq!(h.observe(&limited, half_open + 1), None);
+    // Cooling down for the Retry-After, then free for a new probe.
+    assert_eq!(
+        excluded(&h, half_open + 500),
+        Some(ExclusionReason::CoolingDown)
+    );
+    assert_eq!(excluded(&h, half_open + 1_001), None);
+    let probe = h.start(0, half_open + 1_001);
+    assert!(probe.is_none(), "already half-open: no new transition");
+    let c = h
+        .observe(&outcome(0, 1_000, None), half_open + 1_100)
+        .unwrap();
+    assert_eq!(
+        (c.from, c.to),
+        (CircuitState::HalfOpen, CircuitState::Closed)
+    );
+}
+
 #[test]
 fn rate_limits_cool_a_target_down_for_retry_after() {
     let config = test_config();
