@@ -655,8 +655,8 @@ fn ips(r: &ReplayReport, d: &mut Vec<Block>) {
     }
     d.push(Block::Text(format!(
         "a model-free estimate of the plan from the {} whose recorded first choice was \
-         random: effective sample size {:.1}; {:.1}% of the plan's first-choice probability \
-         falls on targets the recording could not have chosen (unsupported)",
+         random: effective sample size {:.1}; {:.1}% of the plan's probability falls on first \
+         choices or fallback orders the recording could not have made (unsupported)",
         plural(i.requests, "request", "requests"),
         i.effective_sample_size,
         i.unsupported_pct

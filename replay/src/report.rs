@@ -194,8 +194,8 @@ pub struct Ips {
     pub requests: u64,
     /// Effective sample size `(sum w)^2 / sum w^2`.
     pub effective_sample_size: f64,
-    /// Share of the plan's first-choice probability that fell on targets the recording could
-    /// not have chosen, in percent.
+    /// Share of the plan's probability that fell on first choices the recording could not have
+    /// made, or on fallback orders it did not follow, in percent.
     pub unsupported_pct: f64,
     pub success_rate: Option<Estimate>,
     pub cost_per_request_micros: Option<Estimate>,

@@ -762,7 +762,7 @@ impl<'r> Run<'r> {
                         && rd.propensity.to_bits() == d.decision.propensity.to_bits()
                         && r.degraded == f.res.degraded;
                     if self.details && rd.propensity < 1.0 {
-                        f.ips = ips_weights(rd, &d.decision, &planned);
+                        f.ips = ips_weights(r, &d.decision, &planned);
                         if f.ips.is_none() {
                             self.out.ips.skip();
                         }
@@ -1138,41 +1138,85 @@ fn total(t: &Tokens) -> u64 {
     t.input + t.cached_read + t.cache_write + t.reasoning + t.output
 }
 
-/// The plan's probability of the recorded first choice, the recorded propensity, and the plan's
-/// probability mass on first choices the recording could not have made. `None` when the plan
-/// has no first choice (every target excluded).
+/// The plan's probability of the recorded route, the recorded propensity, and the plan's
+/// probability mass the recording cannot speak for. `None` when the plan has no first choice
+/// (every target excluded).
+///
+/// A recorded outcome is what the plan would have met only if the plan would have taken the same
+/// route: the same first choice (drawn with the recorded propensity), then the same fallbacks up
+/// to the target that ended the request. The recording's order after its first choice is fixed
+/// (`weighted` tries the rest by weight), so the plan's probability of the recorded route is its
+/// probability of that first choice when its own order after it matches, and 0 otherwise; the
+/// mass of a first choice the recording could not make, or of an order it did not follow, is
+/// unsupported.
 fn ips_weights(
-    rd: &crate::source::RecDecision,
+    req: &Recorded,
     d: &omniroute_core::router::Decision,
     planned: &Planned,
 ) -> Option<(f64, f64, f64)> {
+    let rd = req.decision.as_ref()?;
     let recorded_first = *rd.plan.first()?;
-    let target_of = |m: usize| planned.targets.get(m).copied();
-    let first = d
-        .plan
-        .first()
-        .and_then(|&i| d.candidates.get(usize::from(i)))?;
-    let (pi, unsupported) = if d.strategy == Strategy::Weighted {
-        // `weighted` draws its first choice in proportion to weight among the candidates not
+    let target_of = |i: u16| {
+        d.candidates
+            .get(usize::from(i))
+            .and_then(|c| planned.targets.get(c.model).copied())
+    };
+    let first = target_of(*d.plan.first()?);
+    // The targets the recording tried, retries folded: the route its outcome belongs to.
+    let mut route: Vec<u32> = Vec::new();
+    for t in req.path() {
+        if route.last() != Some(&t) {
+            route.push(t);
+        }
+    }
+    // The plan's order when its first choice is the recorded one.
+    let order: Vec<Option<u32>> = if d.strategy == Strategy::Weighted {
+        // `weighted` puts the drawn target first and the rest by weight (a stable sort of the
+        // targets in combo order).
+        let mut sorted: Vec<u16> = d.plan.clone();
+        sorted.sort_unstable();
+        sorted.sort_by(|&a, &b| {
+            let score = |i: u16| d.candidates.get(usize::from(i)).map_or(0.0, |c| c.score);
+            score(b).total_cmp(&score(a))
+        });
+        std::iter::once(Some(recorded_first))
+            .chain(
+                sorted
+                    .iter()
+                    .map(|&i| target_of(i))
+                    .filter(|&t| t != Some(recorded_first)),
+            )
+            .collect()
+    } else {
+        d.plan.iter().map(|&i| target_of(i)).collect()
+    };
+    let same_route =
+        route.len() <= order.len() && route.iter().zip(&order).all(|(r, o)| Some(*r) == *o);
+    let (pi_first, outside) = if d.strategy == Strategy::Weighted {
+        // `weighted` draws its first choice in proportion to weight among the targets not
         // excluded; their scores are those probabilities.
         let mut pi = 0.0;
-        let mut unsupported = 0.0;
+        let mut outside = 0.0;
         for c in d.candidates.iter().filter(|c| c.excluded.is_none()) {
-            let t = target_of(c.model);
+            let t = planned.targets.get(c.model).copied();
             if t == Some(recorded_first) {
                 pi += c.score;
             }
             if !t.is_some_and(|t| rd.eligible.contains(&t)) {
-                unsupported += c.score;
+                outside += c.score;
             }
         }
-        (pi, unsupported)
+        (pi, outside)
     } else {
-        let t = target_of(first.model);
         (
-            f64::from(u8::from(t == Some(recorded_first))),
-            f64::from(u8::from(!t.is_some_and(|t| rd.eligible.contains(&t)))),
+            f64::from(u8::from(first == Some(recorded_first))),
+            f64::from(u8::from(!first.is_some_and(|t| rd.eligible.contains(&t)))),
         )
+    };
+    let (pi, unsupported) = if same_route {
+        (pi_first, outside)
+    } else {
+        (0.0, outside + pi_first)
     };
     Some((pi, rd.propensity, unsupported))
 }

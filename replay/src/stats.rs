@@ -283,8 +283,8 @@ impl IpsAcc {
         }
         if ips.unsupported_pct > MAX_UNSUPPORTED_PCT {
             ips.reason = Some(format!(
-                "{:.1}% of the plan's first choices fall on targets the recording could not have \
-                 chosen: no support for an estimate",
+                "{:.1}% of the plan's choices fall on first choices or fallback orders the \
+                 recording could not have made: no support for an estimate",
                 ips.unsupported_pct
             ));
             return ips;
