@@ -53,7 +53,10 @@ fn bench(c: &mut Criterion) {
         drop(log.append_at(ts, &e).unwrap());
     });
     log.sync().unwrap();
-    let reader = log.reader().unwrap();
+    drop(log);
+    // Read as `omniroute replay` reads a data dir: read-only, each record's hash checked.
+    let ro = omniroute_core::log::open_read_only(dir.path()).unwrap();
+    let reader = ro.reader().unwrap();
     eprintln!(
         "replay: {requests} requests over {width}-target combos, {} records ({} MiB), written in {:.1?}",
         reader.last_seq().unwrap(),

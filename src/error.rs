@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The event log could not be read (a damaged file): the message names the file and seq. Only
     /// admin endpoints read the log this way, so their callers (loopback or `manage`) see it.
     LogUnreadable(String),
+    /// A heavy admin job of this kind is already running (one replay at a time): retry when it
+    /// ends.
+    Busy(String),
     Internal(String),
 }
 
@@ -73,6 +76,7 @@ impl ApiError {
             Self::NotRecorded => (503, "api_error", "event_log_unavailable"),
             Self::ClientClosed => (499, "api_error", "client_closed"),
             Self::LogUnreadable(_) => (500, "api_error", "event_log_unreadable"),
+            Self::Busy(_) => (429, "rate_limit_error", "busy"),
             Self::Internal(_) => (500, "api_error", "internal_error"),
         }
     }
@@ -107,7 +111,7 @@ impl ApiError {
                     .into()
             }
             Self::ClientClosed => "the client closed the connection".into(),
-            Self::LogUnreadable(m) => m.clone(),
+            Self::LogUnreadable(m) | Self::Busy(m) => m.clone(),
             Self::Internal(_) => "internal error".into(),
         }
     }

@@ -229,3 +229,18 @@ fn while_serve_runs_the_api_answers_and_the_cli_asks_it() {
         "the server and the data dir give the same report"
     );
 }
+
+/// A damaged record stops the replay with an error naming the file and the record: a replay of
+/// a log that is not what was recorded would be a wrong answer.
+#[test]
+fn a_damaged_record_is_an_error_naming_it_not_a_wrong_report() {
+    let dir = traffic(100);
+    let d = dir.path();
+    let ok = replay(d, &["--format", "json"]);
+    assert!(ok.ok(), "{ok:?}");
+    cli::flip_record(d, 200);
+    failed_with(
+        &replay(d, &["--format", "json"]),
+        &["record 200", "omniroute.redb", "altered"],
+    );
+}

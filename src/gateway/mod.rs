@@ -554,7 +554,20 @@ async fn replay(
     authorize_admin(&engine, &headers, remote)?;
     let req: ReplayRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("invalid replay body: {e}"), None))?;
-    read_log(&engine, move |r| admin::replay(r, &req, &mut |_, _| {})).await
+    // A replay keeps a core busy for seconds: one at a time, so admin reads and the request path
+    // keep the other (a second one is told to come back rather than queued behind).
+    static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    // Held by the blocking job itself, so a client that goes away does not free it early.
+    let running = REPLAYS.try_acquire().map_err(|_| {
+        ApiError::Busy(
+            "a replay is already running on this server; retry when it has finished".into(),
+        )
+    })?;
+    read_log(&engine, move |r| {
+        let _running = running;
+        admin::replay(r, &req, &mut |_, _| {})
+    })
+    .await
 }
 
 async fn keys(
