@@ -7,8 +7,9 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 
 use omniroute_core::event::{
-    ArchivedCircuitState, ArchivedConfigChangeKind, ArchivedCost, ArchivedEvent, BudgetAction,
-    ErrorClass, Hash32, RequestId, Strategy, Tokens,
+    ArchivedCircuitState, ArchivedConfigChangeKind, ArchivedCost, ArchivedEvent,
+    ArchivedRouteDecided, ArchivedTarget, BudgetAction, ErrorClass, Hash32, RequestId, Strategy,
+    Tokens,
 };
 use omniroute_core::record::RecordRef;
 
@@ -191,6 +192,42 @@ pub struct Collector {
     pub unrouted: u64,
 }
 
+/// A recorded decision, its targets interned.
+fn decision(
+    d: &ArchivedRouteDecided,
+    required: u8,
+    reservation: Option<(String, u64)>,
+    targets: &mut Targets,
+) -> RecDecision {
+    let propensity = d.propensity.to_native();
+    let mut id = |t: &ArchivedTarget| targets.id(&t.provider, &t.model);
+    RecDecision {
+        seed: d.seed.to_native(),
+        required,
+        config_version: d.config_version.get(),
+        combo: d.combo.to_string(),
+        strategy: d.strategy.get(),
+        plan: d
+            .plan
+            .iter()
+            .filter_map(|&i| d.candidates.get(usize::from(i.to_native())))
+            .map(|c| id(&c.target))
+            .collect(),
+        propensity,
+        // Only random first choices are reweighed (IPS): the others need no eligible set.
+        eligible: if propensity < 1.0 {
+            d.candidates
+                .iter()
+                .filter(|c| c.excluded.is_none())
+                .map(|c| id(&c.target))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        reservation,
+    }
+}
+
 pub fn micros(c: &ArchivedCost) -> (u64, bool) {
     match c {
         ArchivedCost::Micros(m) => (m.to_native(), false),
@@ -270,67 +307,17 @@ impl Collector {
                 );
             }
             ArchivedEvent::RouteDecidedV2(d) => {
-                let rid = d.decided.request_id.get();
-                let mut r = self.arrive(rid, key);
-                let dd = &d.decided;
-                let cand = |i: usize| dd.candidates.get(i).map(|c| &c.target);
-                r.decision = Some(RecDecision {
-                    seed: dd.seed.to_native(),
-                    required: d.input.required,
-                    config_version: dd.config_version.get(),
-                    combo: dd.combo.to_string(),
-                    strategy: dd.strategy.get(),
-                    plan: dd
-                        .plan
-                        .iter()
-                        .filter_map(|&i| cand(usize::from(i.to_native())))
-                        .map(|t| targets.id(&t.provider, &t.model))
-                        .collect(),
-                    propensity: dd.propensity.to_native(),
-                    // Only random first choices are reweighed (IPS): skip the rest.
-                    eligible: if dd.propensity.to_native() < 1.0 {
-                        dd.candidates
-                            .iter()
-                            .filter(|c| c.excluded.is_none())
-                            .map(|c| targets.id(&c.target.provider, &c.target.model))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    },
-                    reservation: d
-                        .budget
-                        .as_ref()
-                        .map(|b| (b.session_id.to_string(), b.reserved_now_micros.to_native())),
-                });
-                self.push(key, Item::Request(r), false);
+                let reservation = d
+                    .budget
+                    .as_ref()
+                    .map(|b| (b.session_id.to_string(), b.reserved_now_micros.to_native()));
+                let decision = decision(&d.decided, d.input.required, reservation, targets);
+                self.decided(d.decided.request_id.get(), key, decision);
             }
             ArchivedEvent::RouteDecided(d) => {
                 // Schema 1: no inputs recorded; replayed with what there is.
-                let rid = d.request_id.get();
-                let mut r = self.arrive(rid, key);
-                let cand = |i: usize| d.candidates.get(i).map(|c| &c.target);
-                r.decision = Some(RecDecision {
-                    seed: d.seed.to_native(),
-                    required: 0,
-                    config_version: d.config_version.get(),
-                    combo: d.combo.to_string(),
-                    strategy: d.strategy.get(),
-                    plan: d
-                        .plan
-                        .iter()
-                        .filter_map(|&i| cand(usize::from(i.to_native())))
-                        .map(|t| targets.id(&t.provider, &t.model))
-                        .collect(),
-                    propensity: d.propensity.to_native(),
-                    eligible: d
-                        .candidates
-                        .iter()
-                        .filter(|c| c.excluded.is_none())
-                        .map(|c| targets.id(&c.target.provider, &c.target.model))
-                        .collect(),
-                    reservation: None,
-                });
-                self.push(key, Item::Request(r), false);
+                let decision = decision(d, 0, None, targets);
+                self.decided(d.request_id.get(), key, decision);
             }
             ArchivedEvent::BudgetExceeded(b) => {
                 let rid = b.request_id.get();
@@ -440,6 +427,12 @@ impl Collector {
             _ => {}
         }
         None
+    }
+
+    fn decided(&mut self, rid: RequestId, key: Key, decision: RecDecision) {
+        let mut r = self.arrive(rid, key);
+        r.decision = Some(decision);
+        self.push(key, Item::Request(r), false);
     }
 
     fn config(&mut self, key: Key, version: Hash32, loaded: bool) {
