@@ -408,6 +408,27 @@ fn fidelity() {
     assert!(m > 1_000, "too few decisions checked: {text}");
     eprintln!("{text}");
 
+    // Replay under the recorded plan reproduces this traffic too: concurrency, breakers, cooldowns,
+    // guards, cut streams, runtime switches, a SIGTERM restart and a kill -9 (whose requests in
+    // flight never completed and are replayed as recorded).
+    let out = Command::new(EXE)
+        .args(["replay", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: omniroute_replay::ReplayReport = serde_json::from_slice(&out.stdout).unwrap();
+    let f = r.fidelity.clone().unwrap();
+    assert_eq!(f.decisions_reproduced, f.decisions, "{f:?}");
+    assert_eq!(f.outcomes_reproduced, f.requests, "{f:?}");
+    assert!(f.requests > 1_000, "{f:?}");
+    assert_eq!((r.outcomes.estimated, r.changed.count), (0, 0), "{r:?}");
+    assert_eq!(r.recorded, r.simulated);
+    eprintln!(
+        "replay: {} requests reproduced, {} in the background ({} never completed)",
+        r.requests, r.background, r.incomplete
+    );
+
     // The traffic did what the test says it does.
     let log = Log::open(&data).unwrap();
     let reader = log.reader().unwrap();
