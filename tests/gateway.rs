@@ -154,6 +154,7 @@ async fn a_timeout_falls_back() {
     assert_eq!(resp.status(), 200);
     let id = rid(&resp);
     assert_eq!((a.calls(), b.calls()), (1, 1));
+    gw.completed(&id).await;
     assert_eq!(
         attempt_errors(&gw.events(&id)),
         [Some(ErrorClass::Timeout), None]
@@ -327,6 +328,7 @@ async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
     // The client did not ask for usage, so the usage-only chunk is not passed on...
     assert!(!frames.iter().any(|f| f.contains("\"usage\"")));
     // ...but it was captured.
+    gw.completed(&id).await;
     let ev = gw.events(&id);
     let Some(Event::RequestCompleted(rc)) = ev.last() else {
         panic!()
@@ -359,6 +361,7 @@ async fn a_silent_stream_fails_over_before_the_first_byte() {
     let all = frames.join("\n");
     assert!(all.contains("from ") && !all.contains("too late"), "{all}");
     assert_eq!((a.calls(), b.calls()), (1, 1));
+    gw.completed(&id).await;
     assert_eq!(
         attempt_errors(&gw.events(&id)),
         [Some(ErrorClass::Timeout), None]
@@ -392,6 +395,8 @@ async fn a_stream_cut_midway_ends_with_an_in_band_error_and_is_recorded() {
     assert!(!frames.iter().any(|f| f == "[DONE]"));
     // Nothing was retried or moved after bytes reached the client.
     assert_eq!((a.calls(), b.calls()), (1, 0));
+    // The in-band error reaches the client before the completion is recorded.
+    gw.completed(&id).await;
     let ev = gw.events(&id);
     assert_eq!(attempt_errors(&ev), [Some(ErrorClass::StreamCut)]);
     assert_eq!(

@@ -312,6 +312,7 @@ async fn anthropic_streams_are_translated_to_openai_chunks() {
     let text = streamed_text(&frames);
     assert_eq!(text, "Hi there");
     assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
+    gw.completed(&id).await;
     let ev = gw.events(&id);
     let Some(Event::RequestCompleted(rc)) = ev.last() else {
         panic!()

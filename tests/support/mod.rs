@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use omniroute::engine::Engine;
 use omniroute_core::config::Config;
-use omniroute_core::event::{Event, RequestId};
+use omniroute_core::event::{Event, RequestCompleted, RequestId};
 use omniroute_core::flow::{Clock, ManualClock, SystemClock};
 use omniroute_core::log::faults::Faults;
 use omniroute_core::log::{Backoff, Log, LogOptions};
@@ -365,6 +365,33 @@ impl Gateway {
             .iter()
             .map(|s| s.record().unwrap().event.to_owned_event().unwrap())
             .collect()
+    }
+
+    /// Waits (on the log's commit notifications, not on a clock) until request `rid` has its
+    /// `RequestCompleted` in the log, and returns it. A stream's last frame reaches the client
+    /// before the gateway records the completion, so a test that reads a request's events right
+    /// after reading its answer waits for this first.
+    pub async fn completed(&self, rid: &str) -> RequestCompleted {
+        let id = RequestId::parse(rid).unwrap();
+        let mut sub = self.log.subscribe(0);
+        let wait = async {
+            loop {
+                let range = sub.next_range().await.expect("the log closed");
+                let reader = self.log.reader().unwrap();
+                for s in reader.range(range).unwrap() {
+                    if let Event::RequestCompleted(c) =
+                        s.unwrap().record().unwrap().event.to_owned_event().unwrap()
+                        && c.request_id == id
+                    {
+                        return *c;
+                    }
+                }
+            }
+        };
+        // A generous bound so a regression fails instead of hanging; nothing waits on it otherwise.
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("the request never completed in the log")
     }
 
     pub fn kinds(&self, rid: &str) -> Vec<&'static str> {
