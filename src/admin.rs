@@ -383,16 +383,38 @@ pub struct KeyView {
     pub revoked: bool,
 }
 
-pub fn keys(reader: &Reader) -> Result<Vec<KeyView>, ApiError> {
-    Ok(crate::engine::restore::keys(reader)
-        .map_err(unreadable)?
-        .into_iter()
-        .map(|k| KeyView {
+impl From<crate::engine::keys::KeyEntry> for KeyView {
+    fn from(k: crate::engine::keys::KeyEntry) -> Self {
+        KeyView {
             id: k.id,
             name: k.name,
             scopes: k.scopes,
             revoked: k.revoked,
-        })
+        }
+    }
+}
+
+/// `POST /api/keys`: what to create.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub scopes: Vec<String>,
+}
+
+/// The answer to `POST /api/keys`: the key itself, shown this once.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CreatedKey {
+    pub key: String,
+    #[serde(flatten)]
+    pub view: KeyView,
+}
+
+pub fn keys(reader: &Reader) -> Result<Vec<KeyView>, ApiError> {
+    Ok(crate::engine::restore::keys(reader)
+        .map_err(unreadable)?
+        .into_iter()
+        .map(KeyView::from)
         .collect())
 }
 

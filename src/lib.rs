@@ -11,4 +11,5 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod gateway;
+pub mod ops;
 pub mod providers;

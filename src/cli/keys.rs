@@ -1,7 +1,7 @@
 //! `omniroute keys create | list | revoke`. A key is printed once at creation; the log keeps only
-//! its blake3 hash. `create` and `revoke` write, so they run while the gateway is stopped (a
-//! running gateway reads the keys at start-up); `list` only reads, through the running server's
-//! admin API or the data dir opened read-only.
+//! its blake3 hash. While `serve` owns the data dir, all three go through its admin API as the
+//! owner (the server's `admin.token`), so a new key works and a revoked one stops at once;
+//! otherwise `create` and `revoke` write the log and `list` reads it read-only.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use clap::Subcommand;
 use omniroute_core::event::{Event, Hash32, KeyCreated, KeyRevoked};
 use omniroute_core::log::Log;
 
-use super::source::Source;
+use super::source::{self, Source};
 use super::{CliResult, DataArgs};
 use crate::admin::KeyView;
 use crate::engine::keys;
@@ -23,7 +23,9 @@ pub enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes, e.g. `read:*,execute:completions` or `manage`.
+        /// Comma-separated scopes: read:health, read:combos, write:combos, read:quota,
+        /// read:usage, read:models, execute:completions, write:budget, write:resilience, or the
+        /// wildcards read:*, write:*, execute:* and * (which alone may manage keys).
         #[arg(long, default_value = "execute:completions")]
         scopes: String,
     },
@@ -47,17 +49,48 @@ fn append(log: &Log, e: &Event) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The admin API of the server that owns the data dir, when one does (`None`: this process may
+/// write the log itself).
+fn server(data: &DataArgs) -> Result<Option<(String, Option<String>)>, String> {
+    // Only a log held by another process sends us to a server (a missing one is created here).
+    let dir = data.data_dir()?;
+    if !matches!(
+        omniroute_core::log::open_read_only(&dir),
+        Err(omniroute_core::log::LogError::InUse { .. })
+    ) {
+        return Ok(None);
+    }
+    match Source::open(data)? {
+        Source::Local { .. } => Ok(None),
+        Source::Remote { base, token } => Ok(Some((base, token))),
+    }
+}
+
 pub fn run(cmd: KeysCommand) -> CliResult {
     match cmd {
         KeysCommand::Create { data, name, scopes } => {
-            let log = data.open_log()?;
-            let key = keys::generate()?;
-            let id = Hash32::of(key.as_bytes());
             let scopes: Vec<String> = scopes
                 .split(',')
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
+            crate::ops::auth::check_scopes(&scopes)?;
+            if let Some((base, token)) = server(&data)? {
+                // The running server creates it, so it works at once.
+                let body = serde_json::to_value(crate::admin::NewKey { name, scopes })
+                    .map_err(|e| e.to_string())?;
+                let k: crate::admin::CreatedKey =
+                    source::call(&base, token.as_deref(), "/api/keys", Some(body))?;
+                println!("{}", k.key);
+                eprintln!(
+                    "key id {} created by the running server; the key above is shown only once",
+                    &k.view.id.to_string()[..12]
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let log = data.open_log()?;
+            let key = keys::generate()?;
+            let id = Hash32::of(key.as_bytes());
             append(
                 &log,
                 &Event::KeyCreated(Box::new(KeyCreated {
@@ -94,6 +127,22 @@ pub fn run(cmd: KeysCommand) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Revoke { data, id } => {
+            if let Some((base, token)) = server(&data)? {
+                // The running server revokes it: it stops working on its next request.
+                let k: KeyView = source::send(
+                    &base,
+                    token.as_deref(),
+                    reqwest::Method::DELETE,
+                    &format!("/api/keys/{}", source::enc(&id)),
+                    None,
+                )?;
+                println!(
+                    "revoked {} ({}) on the running server",
+                    &k.id.to_string()[..12],
+                    k.name
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let log = data.open_log()?;
             let reader = log.reader().map_err(|e| e.to_string())?;
             let all = crate::engine::restore::keys(&reader).map_err(|e| e.to_string())?;

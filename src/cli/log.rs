@@ -288,7 +288,7 @@ fn follow(data: &DataArgs, dir: &Path, mut after: u64, json: bool) -> Result<(),
                 .map_err(|e| e.to_string())
                 .and_then(|r| admin::log_tail(&r, &p).map_err(api_message))
                 .map_err(Failure::Answer),
-            Source::Remote { base } => call(base, &tail_path(&p), None),
+            Source::Remote { base, token } => call(base, token.as_deref(), &tail_path(&p), None),
         };
         let local = matches!(src, Source::Local { .. });
         drop(src);

@@ -88,6 +88,10 @@ pub fn run(args: ServeArgs) -> CliResult {
         let addr_file = data_dir.join(super::ADMIN_ADDR_FILE);
         std::fs::write(&addr_file, addr.to_string())
             .map_err(|e| format!("cannot write {}: {e}", addr_file.display()))?;
+        // ... and whoever can read this one (its user) is the owner of this server.
+        let token = crate::engine::keys::generate()?;
+        super::source::write_owner_token(&data_dir, &token)?;
+        let _ = engine.owner_token.set(token);
         eprintln!(
             "omniroute listening on http://{addr} (config: {source}; data dir: {}; config_version {})",
             data_dir.display(),

@@ -13,12 +13,40 @@ use crate::error::ApiError;
 
 /// The file in the data dir where `omniroute serve` writes the address it listens on.
 pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+/// The file in the data dir where `omniroute serve` writes its owner token (mode 0600): the CLI
+/// that can read it calls the admin API as the owner, whatever keys exist.
+pub const OWNER_TOKEN_FILE: &str = "admin.token";
+
+/// Writes the owner token, readable by this user only.
+pub fn write_owner_token(dir: &std::path::Path, token: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = dir.join(OWNER_TOKEN_FILE);
+    // A token left by an earlier run goes first, so the new file is created with the mode.
+    let _ = std::fs::remove_file(&file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+}
+
+/// The owner token of the server that owns `dir`, when this user can read it.
+fn owner_token(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(OWNER_TOKEN_FILE))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
 
 pub enum Source {
     /// No server owns the data dir: this process reads it, read-only.
     Local { log: ReadOnlyLog },
-    /// A server owns it; its admin API answers.
-    Remote { base: String },
+    /// A server owns it; its admin API answers (as the owner, when this user can read the
+    /// server's owner token).
+    Remote { base: String, token: Option<String> },
 }
 
 /// The message of an API error, as the admin API would send it (for a log that cannot be read,
@@ -44,6 +72,7 @@ impl Source {
                 match std::fs::read_to_string(&file) {
                     Ok(addr) => Ok(Source::Remote {
                         base: format!("http://{}", addr.trim()),
+                        token: owner_token(&dir),
                     }),
                     Err(_) => Err(format!(
                         "{e} (it publishes no admin API address in {}, so this command cannot \
@@ -78,7 +107,7 @@ impl Source {
                 let reader = log.reader().map_err(|e| e.to_string())?;
                 local(&reader).map_err(api_message)
             }
-            Source::Remote { base } => remote(base, path, None),
+            Source::Remote { base, token } => remote(base, token.as_deref(), path, None),
         }
     }
 
@@ -94,7 +123,7 @@ impl Source {
                 let reader = log.reader().map_err(|e| e.to_string())?;
                 local(&reader).map_err(api_message)
             }
-            Source::Remote { base } => remote(base, path, Some(body)),
+            Source::Remote { base, token } => remote(base, token.as_deref(), path, Some(body)),
         }
     }
 }
@@ -115,13 +144,35 @@ impl From<Failure> for String {
     }
 }
 
-fn remote<T: DeserializeOwned>(base: &str, path: &str, body: Option<Value>) -> Result<T, String> {
-    call(base, path, body).map_err(String::from)
+fn remote<T: DeserializeOwned>(
+    base: &str,
+    token: Option<&str>,
+    path: &str,
+    body: Option<Value>,
+) -> Result<T, String> {
+    call(base, token, path, body).map_err(String::from)
 }
 
-/// `GET` (or, with a body, `POST`) `base + path` and decode the JSON answer.
+/// `GET` (or, with a body, `POST`) `base + path` with the bearer `token`, and decode the JSON
+/// answer.
 pub fn call<T: DeserializeOwned>(
     base: &str,
+    token: Option<&str>,
+    path: &str,
+    body: Option<Value>,
+) -> Result<T, Failure> {
+    let method = match body {
+        Some(_) => reqwest::Method::POST,
+        None => reqwest::Method::GET,
+    };
+    send(base, token, method, path, body)
+}
+
+/// `method` `base + path` with the bearer `token` (and a JSON body), and decode the JSON answer.
+pub fn send<T: DeserializeOwned>(
+    base: &str,
+    token: Option<&str>,
+    method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> Result<T, Failure> {
@@ -132,9 +183,14 @@ pub fn call<T: DeserializeOwned>(
         .map_err(|e| Failure::Answer(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async {
         let client = reqwest::Client::new();
+        let req = client.request(method, &url);
         let req = match body {
-            Some(b) => client.post(&url).json(&b),
-            None => client.get(&url),
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         };
         let resp = req.send().await.map_err(|e| {
             Failure::Unreachable(format!(

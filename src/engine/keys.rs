@@ -1,5 +1,6 @@
 //! API keys. A key is shown once when created; only its blake3 hash is ever stored (as a
-//! `KeyCreated` event). The gateway's key set is rebuilt from the log at start-up (`restore`).
+//! `KeyCreated` event). The gateway's key set is rebuilt from the log at start-up (`restore`), and
+//! changed in place when a key is created or revoked through the running server.
 
 use std::sync::RwLock;
 
@@ -16,6 +17,12 @@ pub struct KeyEntry {
 /// Equality that takes the same time wherever the first difference is.
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ (compared
+/// as hashes).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    ct_eq(&Hash32::of(a.as_bytes()).0, &Hash32::of(b.as_bytes()).0)
 }
 
 #[derive(Default)]
@@ -43,6 +50,26 @@ impl KeyStore {
         k.scopes
             .iter()
             .any(|s| s == "*" || s == wanted || s.strip_suffix(":*").is_some_and(|f| f == family))
+    }
+
+    /// Every key, revoked ones included.
+    pub fn all(&self) -> Vec<KeyEntry> {
+        self.keys.read().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    pub fn add(&self, k: KeyEntry) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.push(k);
+        }
+    }
+
+    /// Marks the key revoked: it stops working on the next request.
+    pub fn revoke(&self, id: &Hash32) {
+        if let Ok(mut keys) = self.keys.write() {
+            for k in keys.iter_mut().filter(|k| k.id == *id) {
+                k.revoked = true;
+            }
+        }
     }
 
     /// The active key matching `token`, compared against every key in constant time.

@@ -42,6 +42,9 @@ pub struct Engine {
     seq: Mutex<Sequencer>,
     clock: Arc<dyn Clock>,
     pub keys: keys::KeyStore,
+    /// The data dir's owner token (`serve` writes it to `admin.token`): whoever presents it is
+    /// the owner, keys or not (see `ops::auth`).
+    pub owner_token: std::sync::OnceLock<String>,
     http: reqwest::Client,
     endpoints: crate::providers::Endpoints,
     rng: Mutex<ChaCha8Rng>,
@@ -233,6 +236,7 @@ impl Engine {
             last_ms: AtomicU64::new(restored.last_ts_ms),
             clock,
             keys: keys::KeyStore::new(restored.keys),
+            owner_token: std::sync::OnceLock::new(),
             http,
             endpoints: Default::default(),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
@@ -647,6 +651,81 @@ impl Engine {
         }
         self.guard(session)
             .ok_or_else(|| ApiError::Internal("guard vanished".into()))
+    }
+
+    /// Creates an API key (`POST /api/keys`): recorded as `KeyCreated` (its hash only) and
+    /// usable once committed. Returns the key, shown this once, and its id.
+    pub async fn create_key(
+        &self,
+        name: &str,
+        scopes: Vec<String>,
+    ) -> Result<(String, keys::KeyEntry), ApiError> {
+        crate::ops::auth::check_scopes(&scopes).map_err(|m| ApiError::bad(m, Some("scopes")))?;
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(ApiError::bad(
+                "a key needs a name of 1 to 100 characters",
+                Some("name"),
+            ));
+        }
+        let key = keys::generate().map_err(ApiError::Internal)?;
+        let entry = keys::KeyEntry {
+            id: Hash32::of(key.as_bytes()),
+            name: name.to_string(),
+            scopes,
+            revoked: false,
+        };
+        let mut sink = Sink::default();
+        self.record_into(
+            &mut sink,
+            Event::KeyCreated(Box::new(omniroute_core::event::KeyCreated {
+                key_id: entry.id,
+                name: entry.name.clone(),
+                scopes: entry.scopes.clone(),
+            })),
+        );
+        Engine::committed(sink).await?;
+        self.keys.add(entry.clone());
+        Ok((key, entry))
+    }
+
+    /// Revokes the active key whose id starts with `prefix` (`DELETE /api/keys/{id}`). It stops
+    /// working at once, before the revocation is committed: a failed commit is reported, and the
+    /// key would work again only after a restart.
+    pub async fn revoke_key(&self, prefix: &str, actor: &str) -> Result<keys::KeyEntry, ApiError> {
+        let prefix = prefix.to_ascii_lowercase();
+        let all = self.keys.all();
+        let matches: Vec<&keys::KeyEntry> = all
+            .iter()
+            .filter(|k| !k.revoked && !prefix.is_empty() && k.id.to_string().starts_with(&prefix))
+            .collect();
+        let k = match matches.as_slice() {
+            [k] => (*k).clone(),
+            [] => {
+                return Err(ApiError::NotFound(format!(
+                    "no active key has an id starting with {prefix:?}"
+                )));
+            }
+            _ => {
+                return Err(ApiError::bad(
+                    format!(
+                        "{} active keys start with {prefix:?}; give more of the id",
+                        matches.len()
+                    ),
+                    Some("id"),
+                ));
+            }
+        };
+        self.keys.revoke(&k.id);
+        let mut sink = Sink::default();
+        self.record_into(
+            &mut sink,
+            Event::KeyRevoked(Box::new(omniroute_core::event::KeyRevoked {
+                key_id: k.id,
+                actor: actor.to_string(),
+            })),
+        );
+        Engine::committed(sink).await?;
+        Ok(keys::KeyEntry { revoked: true, ..k })
     }
 
     /// Changes a combo at runtime (`PATCH /api/combos/{id}`): the next request routes with the new

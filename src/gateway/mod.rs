@@ -19,7 +19,7 @@ use axum::routing::{get, patch, post};
 use axum::serve::{ListenerExt, TapIo};
 use axum::{Json, Router};
 use omniroute_core::config::OnFailure;
-use omniroute_core::event::{BudgetAction, Hash32, Strategy};
+use omniroute_core::event::{BudgetAction, Strategy};
 use omniroute_replay::ReplayRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::admin::{self, CostParams, TailParams};
 use crate::engine::{ChatReply, Engine};
 use crate::error::ApiError;
+use crate::ops::auth::{self, Caller, Scope};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -58,7 +59,8 @@ pub fn app(engine: Arc<Engine>) -> Router {
         .route("/api/log/decisions", get(log_decisions))
         .route("/api/log/tail", get(log_tail))
         .route("/api/replay", post(replay))
-        .route("/api/keys", get(keys))
+        .route("/api/keys", get(keys).post(create_key))
+        .route("/api/keys/{id}", axum::routing::delete(revoke_key))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -109,62 +111,26 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+/// Who is calling (`ops::auth`): the owner token, a key, or loopback while no key exists.
+fn caller(engine: &Engine, headers: &HeaderMap, remote: SocketAddr) -> Result<Caller, ApiError> {
+    auth::authenticate(
+        &engine.keys,
+        engine.owner_token.get().map(String::as_str),
+        headers.get("authorization").and_then(|v| v.to_str().ok()),
+        remote.ip().is_loopback(),
+    )
 }
 
-/// Who may call `/v1/*`: with no keys, loopback clients only; with keys, a valid bearer key
-/// whose scopes grant `scope`.
-fn authorize(
+/// The caller, when its scopes grant `scope`.
+fn allow(
     engine: &Engine,
     headers: &HeaderMap,
     remote: SocketAddr,
-    scope: &str,
-) -> Result<Option<Hash32>, ApiError> {
-    if !engine.keys.any_active() {
-        if remote.ip().is_loopback() {
-            return Ok(None);
-        }
-        return Err(ApiError::Forbidden(
-            "no API keys exist, so only loopback clients are served; create one with `omniroute keys create`".into(),
-        ));
-    }
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::Unauthorized("missing `Authorization: Bearer <key>`".into()))?;
-    let key = engine
-        .keys
-        .find(token)
-        .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
-    if !crate::engine::keys::KeyStore::allows(&key, scope) {
-        return Err(ApiError::Forbidden(format!(
-            "key {} lacks the `{scope}` scope",
-            key.name
-        )));
-    }
-    Ok(Some(key.id))
-}
-
-/// Admin endpoints: loopback clients, or a key with the `manage` scope.
-fn authorize_admin(
-    engine: &Engine,
-    headers: &HeaderMap,
-    remote: SocketAddr,
-) -> Result<String, ApiError> {
-    if remote.ip().is_loopback() {
-        return Ok("admin-api (loopback)".into());
-    }
-    match bearer(headers).and_then(|t| engine.keys.find(t)) {
-        Some(k) if k.scopes.iter().any(|s| s == "manage" || s == "*") => {
-            Ok(format!("admin-api ({})", k.name))
-        }
-        _ => Err(ApiError::Forbidden(
-            "admin endpoints need a loopback client or a key with the `manage` scope".into(),
-        )),
-    }
+    scope: Scope,
+) -> Result<Caller, ApiError> {
+    let c = caller(engine, headers, remote)?;
+    auth::authorize(&c, scope)?;
+    Ok(c)
 }
 
 fn header(v: &str) -> Option<HeaderValue> {
@@ -177,8 +143,8 @@ async fn chat(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key_id = match authorize(&engine, &headers, remote, "execute:completions") {
-        Ok(k) => k,
+    let key_id = match allow(&engine, &headers, remote, Scope::ExecuteCompletions) {
+        Ok(c) => c.key,
         Err(e) => return e.into_response(),
     };
     let limit = engine.config().server.max_body_bytes;
@@ -232,7 +198,7 @@ async fn models(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&engine, &headers, remote, "read:models")?;
+    allow(&engine, &headers, remote, Scope::ReadModels)?;
     let cfg = engine.config();
     let mut data: Vec<Value> = cfg
         .models
@@ -257,7 +223,7 @@ async fn health(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize_admin(&engine, &headers, remote)?;
+    allow(&engine, &headers, remote, Scope::ReadHealth)?;
     let log = engine.log().health();
     let on_failure = engine.config().log.on_failure;
     let head = engine
@@ -311,7 +277,7 @@ async fn set_budget(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = authorize_admin(&engine, &headers, remote)?;
+    let actor = allow(&engine, &headers, remote, Scope::WriteBudget)?.actor();
     let b: BudgetBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("invalid budget body: {e}"), None))?;
     if b.degrade_to_tier.is_some_and(|t| t > 3) {
@@ -339,10 +305,11 @@ async fn admin_read(
     engine: &AppState,
     headers: &HeaderMap,
     remote: SocketAddr,
-) -> Result<String, ApiError> {
-    let actor = authorize_admin(engine, headers, remote)?;
+    scope: Scope,
+) -> Result<Caller, ApiError> {
+    let caller = allow(engine, headers, remote, scope)?;
     engine.settled().await?;
-    Ok(actor)
+    Ok(caller)
 }
 
 fn reader(engine: &Engine) -> Result<omniroute_core::log::Reader, ApiError> {
@@ -358,7 +325,7 @@ async fn explain(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote).await?;
+    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
     let x = admin::explain(&reader(&engine)?, &id)?;
     Ok(Json(json!(x)))
 }
@@ -369,7 +336,7 @@ async fn session(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote).await?;
+    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
     let reserved = engine.guard(&id).map_or(0, |g| g.reserved_micros);
     let v = engine
         .projections
@@ -389,7 +356,7 @@ async fn cost(
     q: Result<Query<CostParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = params(q)?;
-    admin_read(&engine, &headers, remote).await?;
+    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
     let now = omniroute_core::log::now_ms();
     let r = engine.projections.read(|s| admin::cost(s, &p, now))?;
     Ok(Json(json!(r)))
@@ -403,7 +370,7 @@ async fn reprice(
 ) -> Result<Json<Value>, ApiError> {
     let p: CostParams = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("invalid re-pricing body: {e}"), None))?;
-    admin_read(&engine, &headers, remote).await?;
+    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
     let now = omniroute_core::log::now_ms();
     let e = Arc::clone(&engine);
     // A whole-log fold: off the runtime.
@@ -418,7 +385,7 @@ async fn providers(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote).await?;
+    admin_read(&engine, &headers, remote, Scope::ReadHealth).await?;
     Ok(Json(json!(engine.projections.read(admin::providers))))
 }
 
@@ -427,7 +394,7 @@ async fn audit(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote).await?;
+    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
     Ok(Json(json!(engine.projections.read(admin::audit))))
 }
 
@@ -436,7 +403,7 @@ async fn combos(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote).await?;
+    admin_read(&engine, &headers, remote, Scope::ReadCombos).await?;
     let cfg = engine.config();
     Ok(Json(json!(
         engine.projections.read(|p| admin::combos(p, &cfg))
@@ -457,7 +424,7 @@ async fn patch_combo(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = authorize_admin(&engine, &headers, remote)?;
+    let actor = allow(&engine, &headers, remote, Scope::WriteCombos)?.actor();
     let b: ComboPatch = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(
             format!("invalid combo patch: {e}; send {{\"active\": bool, \"strategy\": \"priority\"|\"weighted\"|...}}"),
@@ -497,7 +464,7 @@ async fn log_stats(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize_admin(&engine, &headers, remote)?;
+    allow(&engine, &headers, remote, Scope::ReadHealth)?;
     read_log(&engine, admin::log_stats).await
 }
 
@@ -506,7 +473,7 @@ async fn log_verify(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize_admin(&engine, &headers, remote)?;
+    allow(&engine, &headers, remote, Scope::ReadHealth)?;
     read_log(&engine, admin::log_verify).await
 }
 
@@ -516,7 +483,7 @@ async fn log_decisions(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize_admin(&engine, &headers, remote)?;
+    allow(&engine, &headers, remote, Scope::ReadHealth)?;
     read_log(&engine, |r| admin::log_verify_decisions(r, &mut |_, _| {})).await
 }
 
@@ -531,7 +498,7 @@ async fn log_tail(
     let p = q
         .map(|Query(p)| p)
         .map_err(|e| ApiError::bad(format!("invalid query: {}", e.body_text()), None))?;
-    authorize_admin(&engine, &headers, remote)?;
+    allow(&engine, &headers, remote, Scope::ReadUsage)?;
     if let (Some(after), Some(wait)) = (p.after, p.wait_ms)
         && engine.log().committed_seq() <= after
     {
@@ -551,7 +518,7 @@ async fn replay(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize_admin(&engine, &headers, remote)?;
+    allow(&engine, &headers, remote, Scope::ReadUsage)?;
     let req: ReplayRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("invalid replay body: {e}"), None))?;
     // A replay keeps a core busy for seconds: one at a time, so admin reads and the request path
@@ -575,6 +542,39 @@ async fn keys(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize_admin(&engine, &headers, remote)?;
+    allow(&engine, &headers, remote, Scope::Owner)?;
     read_log(&engine, admin::keys).await
+}
+
+/// Creates a key (owner only); the answer holds the key, shown this once.
+async fn create_key(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    allow(&engine, &headers, remote, Scope::Owner)?;
+    let b: admin::NewKey = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(
+            format!("invalid key body: {e}; send {{\"name\": \"...\", \"scopes\": [\"read:*\"]}}"),
+            None,
+        )
+    })?;
+    let (key, entry) = engine.create_key(&b.name, b.scopes).await?;
+    Ok(Json(json!(admin::CreatedKey {
+        key,
+        view: entry.into(),
+    })))
+}
+
+/// Revokes the key whose id starts with `id` (owner only): it stops working at once.
+async fn revoke_key(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let actor = allow(&engine, &headers, remote, Scope::Owner)?.actor();
+    let k = engine.revoke_key(&id, &actor).await?;
+    Ok(Json(json!(admin::KeyView::from(k))))
 }
