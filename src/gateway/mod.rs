@@ -17,17 +17,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::serve::{ListenerExt, TapIo};
-use axum::{Json, Router};
-use omniroute_core::config::OnFailure;
+use axum::{Json, Router, middleware};
 use omniroute_core::event::{BudgetAction, Strategy};
 use omniroute_replay::ReplayRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, CostParams, TailParams};
 use crate::engine::{ChatReply, Engine};
 use crate::error::ApiError;
+use crate::mcp::OmniMcp;
 use crate::ops::auth::{self, Caller, Scope};
 
 impl IntoResponse for ApiError {
@@ -41,7 +45,26 @@ impl IntoResponse for ApiError {
 type AppState = Arc<Engine>;
 
 pub fn app(engine: Arc<Engine>) -> Router {
+    app_with(engine, CancellationToken::new())
+}
+
+/// The router, with MCP sessions (`/mcp`) that end when `mcp_stop` is cancelled (their open
+/// event streams would otherwise hold a graceful shutdown).
+pub fn app_with(engine: Arc<Engine>, mcp_stop: CancellationToken) -> Router {
+    let e = Arc::clone(&engine);
+    let mcp = StreamableHttpService::new(
+        move || Ok(OmniMcp::new(Arc::clone(&e), None)),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default().with_cancellation_token(mcp_stop),
+    );
+    let mcp = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&engine),
+            mcp_caller,
+        ));
     Router::new()
+        .merge(mcp)
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/api/health", get(health))
@@ -72,11 +95,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let heartbeat = tokio::spawn(heartbeat());
+    let mcp_stop = CancellationToken::new();
+    let stop = mcp_stop.clone();
     let r = axum::serve(
         no_delay(listener),
-        app(engine).into_make_service_with_connect_info::<SocketAddr>(),
+        app_with(engine, mcp_stop).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stop.cancel();
+    })
     .await;
     heartbeat.abort();
     r
@@ -119,6 +147,24 @@ fn caller(engine: &Engine, headers: &HeaderMap, remote: SocketAddr) -> Result<Ca
         headers.get("authorization").and_then(|v| v.to_str().ok()),
         remote.ip().is_loopback(),
     )
+}
+
+/// Authenticates every `/mcp` request before rmcp sees it (401/403 in the OpenAI error shape)
+/// and hands the caller to the tools in the request's extensions: each tool checks its own
+/// scope, and a revoked key fails on its next request.
+async fn mcp_caller(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    mut req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    match caller(&engine, req.headers(), remote) {
+        Ok(c) => {
+            req.extensions_mut().insert(c);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The caller, when its scopes grant `scope`.
@@ -224,42 +270,13 @@ async fn health(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     allow(&engine, &headers, remote, Scope::ReadHealth)?;
-    let log = engine.log().health();
-    let on_failure = engine.config().log.on_failure;
-    let head = engine
-        .log()
-        .reader()
-        .and_then(|r| r.head())
-        .map(|h| json!({ "seq": h.seq, "hash": h.hash.to_string() }))
-        .unwrap_or(Value::Null);
-    let targets: Vec<Value> = engine
-        .circuits()
-        .into_iter()
-        .map(|(provider, model, state)| json!({ "provider": provider, "model": model, "circuit": state }))
-        .collect();
-    let unwritable = log.failing || log.closed;
-    let (code, status) = match (unwritable, on_failure) {
-        (false, _) => (StatusCode::OK, "ok"),
-        (true, OnFailure::Refuse) => (StatusCode::SERVICE_UNAVAILABLE, "failing"),
-        (true, OnFailure::Serve) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+    let h = admin::health(&engine);
+    let code = if h.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": status,
-        "uptime_s": engine.uptime_s(),
-        "config_version": engine.config().version().to_string(),
-        "log": {
-            "head": head,
-            "failing": log.failing,
-            "on_failure": on_failure,
-            "failed_events": log.failed_events,
-            "unrecorded_events": engine.unrecorded(),
-            "reopen_attempts": log.reopen_attempts,
-            "recoveries": log.recoveries,
-            "last_error": log.last_error,
-        },
-        "targets": targets,
-    });
-    Ok((code, Json(body)).into_response())
+    Ok((code, Json(h)).into_response())
 }
 
 #[derive(Deserialize)]
