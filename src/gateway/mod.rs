@@ -20,11 +20,11 @@ use axum::serve::{ListenerExt, TapIo};
 use axum::{Json, Router, middleware};
 use omniroute_core::event::{BudgetAction, Strategy};
 use omniroute_replay::ReplayRequest;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
+use serde::Deserialize;
+use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 

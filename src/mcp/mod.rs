@@ -222,7 +222,10 @@ impl OmniMcp {
     /// Gateway health: uptime, config version, the log's head and health, and the circuit state
     /// of every target. Needs `read:health`.
     #[tool(name = "omniroute_get_health")]
-    async fn get_health(&self, ctx: RequestContext<RoleServer>) -> Result<Json<HealthView>, String> {
+    async fn get_health(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<HealthView>, String> {
         self.authorize(&ctx, Scope::ReadHealth)?;
         Ok(Json(admin::health(&self.engine)))
     }
