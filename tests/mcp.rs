@@ -194,3 +194,82 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
     client.cancel().await.unwrap();
     gw.stop().await;
 }
+
+/// `omniroute mcp --data-dir D` (the stdio transport), started as an agent starts it.
+async fn stdio_client(dir: &std::path::Path, key: Option<&str>) -> RunningService<RoleClient, ()> {
+    let mut cmd = tokio::process::Command::new(support::cli::bin());
+    cmd.args(["mcp", "--data-dir"]).arg(dir);
+    cmd.env_remove("OMNIROUTE_API_KEY");
+    if let Some(k) = key {
+        cmd.args(["--key", k]);
+    }
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ().serve(transport).await.unwrap()
+}
+
+#[tokio::test]
+async fn omniroute_mcp_serves_the_tools_over_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = stdio_client(dir.path(), None).await;
+    let tools = client.list_all_tools().await.unwrap();
+    for name in TOOLS {
+        assert!(tools.iter().any(|t| t.name == name), "{name} not listed");
+    }
+    let h = output(&call(&client, "omniroute_get_health", json!({})).await);
+    assert_eq!(h["status"], "ok", "{h}");
+    let m = output(&call(&client, "omniroute_list_models_catalog", json!({})).await);
+    assert!(!m["models"].as_array().unwrap().is_empty(), "{m}");
+    let c = output(&call(&client, "omniroute_list_combos", json!({})).await);
+    assert!(c["combos"].is_array(), "{c}");
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn omniroute_mcp_points_at_the_running_servers_mcp_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::cli::Server::start(dir.path()).unwrap();
+    let o = support::cli::run(&["mcp"], dir.path());
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains("not supported yet")
+            && o.stderr.contains(&format!("http://{}/mcp", server.addr)),
+        "{o:?}"
+    );
+    assert!(o.stdout.is_empty(), "{o:?}");
+    server.stop();
+}
+
+#[test]
+fn omniroute_mcp_refuses_a_key_the_data_dir_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = support::cli::run(&["mcp", "--key", "sk-nope"], dir.path());
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("no API key exists"), "{o:?}");
+}
+
+#[tokio::test]
+async fn omniroute_mcp_calls_with_the_scopes_of_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = support::cli::run(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "agent",
+            "--scopes",
+            "read:health",
+        ],
+        dir.path(),
+    );
+    assert!(o.ok(), "{o:?}");
+    let key = o.stdout.trim().to_string();
+    let client = stdio_client(dir.path(), Some(&key)).await;
+    output(&call(&client, "omniroute_get_health", json!({})).await);
+    let denied = call(&client, "omniroute_list_models_catalog", json!({})).await;
+    let text = error_text(&denied);
+    assert!(text.contains("read:models"), "{text}");
+    client.cancel().await.unwrap();
+}
