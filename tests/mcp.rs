@@ -273,3 +273,84 @@ async fn omniroute_mcp_calls_with_the_scopes_of_its_key() {
     assert!(text.contains("read:models"), "{text}");
     client.cancel().await.unwrap();
 }
+
+/// An `initialize` POST to `/mcp` with the given `Host` header and key.
+async fn raw_initialize(gw: &Gateway, host: &str, key: Option<&str>) -> reqwest::StatusCode {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/mcp", gw.url))
+        .header("host", host)
+        .header("accept", "application/json, text/event-stream");
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.json(
+        &json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "t", "version": "0" } } }),
+    )
+    .send()
+    .await
+    .unwrap()
+    .status()
+}
+
+#[tokio::test]
+async fn only_key_holders_may_name_a_non_loopback_host() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    // No key: the loopback owner, but not through a foreign name (DNS rebinding).
+    assert_eq!(raw_initialize(&gw, "localhost:1", None).await, 200);
+    assert_eq!(raw_initialize(&gw, "[::1]:1", None).await, 200);
+    assert_eq!(raw_initialize(&gw, "evil.example:1", None).await, 403);
+    // A key holder reaches the gateway by whatever name it has.
+    let (key, _) = gw
+        .engine
+        .create_key("remote", vec!["read:*".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        raw_initialize(&gw, "gateway.internal:20128", Some(&key)).await,
+        200
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn delete_ends_an_mcp_session() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/mcp", gw.url);
+    let r = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "t", "version": "0" } } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let r = http
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an ended session is unknown");
+    gw.stop().await;
+}

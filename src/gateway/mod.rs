@@ -55,7 +55,9 @@ pub fn app_with(engine: Arc<Engine>, mcp_stop: CancellationToken) -> Router {
     let mcp = StreamableHttpService::new(
         move || Ok(OmniMcp::new(Arc::clone(&e), None)),
         LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default().with_cancellation_token(mcp_stop),
+        StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .with_cancellation_token(mcp_stop),
     );
     let mcp = Router::new()
         .route_service("/mcp", mcp)
@@ -158,13 +160,43 @@ async fn mcp_caller(
     mut req: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
-    match caller(&engine, req.headers(), remote) {
-        Ok(c) => {
-            req.extensions_mut().insert(c);
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
+    let c = match caller(&engine, req.headers(), remote) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    // A caller without a bearer token is the loopback owner (no key exists yet). A web page can
+    // reach loopback through a name that resolves to it (DNS rebinding) but cannot add a bearer
+    // token, so only that caller must name a loopback host. rmcp's own Host allowlist is off:
+    // it would refuse every key-holding client that reaches the gateway by its real name.
+    let authz = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if auth::bearer(authz).is_none() && !loopback_host(&req) {
+        return ApiError::Forbidden(
+            "without an API key, /mcp answers only requests addressed to a loopback host \
+             (localhost, 127.0.0.1, [::1])"
+                .into(),
+        )
+        .into_response();
     }
+    req.extensions_mut().insert(c);
+    next.run(req).await
+}
+
+/// Whether the request names a loopback host (`Host`, or the URI's authority in HTTP/2).
+fn loopback_host(req: &axum::extract::Request) -> bool {
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// The caller, when its scopes grant `scope`.
