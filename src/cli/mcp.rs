@@ -87,7 +87,9 @@ pub fn run(args: McpArgs) -> CliResult {
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("the MCP session failed: {e}")),
-            Err(e) => Err(format!("the MCP session did not start: {e}")),
+            Err(e) => Err(format!(
+                "no MCP session started (stdin must carry an MCP client's `initialize`): {e}"
+            )),
         };
         if let Err(e) = engine.checkpoint() {
             eprintln!("omniroute mcp: could not checkpoint the routing state: {e}");
