@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use omniroute_core::config::Config;
-use omniroute_core::event::{Event, Hash32, RequestId, Strategy};
+use omniroute_core::config::{Config, OnFailure};
+use omniroute_core::event::{CircuitState, Event, Hash32, RequestId, Strategy};
 use omniroute_core::flow::fold::DecisionReport;
 use omniroute_core::log::Reader;
 use omniroute_projections::audit::AuditView;
@@ -16,8 +16,10 @@ use omniroute_projections::providers::ProviderView;
 use omniroute_projections::sessions::SessionView;
 use omniroute_projections::{Mask, Projections};
 use omniroute_replay::{ReplayError, ReplayReport, ReplayRequest};
+use rmcp::schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
 use crate::error::ApiError;
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -149,6 +151,104 @@ pub fn providers(p: &Projections) -> Vec<ProviderView> {
 
 pub fn audit(p: &Projections) -> AuditView {
     p.audit.view()
+}
+
+/// `GET /api/health` and the MCP tool `omniroute_get_health`: uptime, config version, the log's head
+/// and health, and the circuit of every target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct HealthView {
+    /// `ok` while the log is written; `failing` when requests are refused meanwhile
+    /// (`log.on_failure = "refuse"`), `degraded` when they are served unrecorded (`"serve"`).
+    pub status: String,
+    pub uptime_s: u64,
+    pub config_version: String,
+    pub log: LogHealthView,
+    pub targets: Vec<TargetHealth>,
+}
+
+impl HealthView {
+    /// Whether the log is being written (`status` is `ok`).
+    pub fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct LogHealthView {
+    /// The last committed record (`null` when the log cannot be read).
+    pub head: Option<HeadView>,
+    pub failing: bool,
+    /// `refuse` or `serve`.
+    #[schemars(with = "String")]
+    pub on_failure: OnFailure,
+    pub failed_events: u64,
+    pub unrecorded_events: u64,
+    pub reopen_attempts: u64,
+    pub recoveries: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct HeadView {
+    pub seq: u64,
+    pub hash: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct TargetHealth {
+    pub provider: String,
+    pub model: String,
+    /// `closed`, `open` or `half_open`.
+    #[schemars(with = "String")]
+    pub circuit: CircuitState,
+}
+
+pub fn health(engine: &Engine) -> HealthView {
+    let log = engine.log().health();
+    let on_failure = engine.config().log.on_failure;
+    let head = engine
+        .log()
+        .reader()
+        .and_then(|r| r.head())
+        .ok()
+        .map(|h| HeadView {
+            seq: h.seq,
+            hash: h.hash.to_string(),
+        });
+    let targets = engine
+        .circuits()
+        .into_iter()
+        .map(|(provider, model, circuit)| TargetHealth {
+            provider,
+            model,
+            circuit,
+        })
+        .collect();
+    let status = match (log.failing || log.closed, on_failure) {
+        (false, _) => "ok",
+        (true, OnFailure::Refuse) => "failing",
+        (true, OnFailure::Serve) => "degraded",
+    };
+    HealthView {
+        status: status.into(),
+        uptime_s: engine.uptime_s(),
+        config_version: engine.config().version().to_string(),
+        log: LogHealthView {
+            head,
+            failing: log.failing,
+            on_failure,
+            failed_events: log.failed_events,
+            unrecorded_events: engine.unrecorded(),
+            reopen_attempts: log.reopen_attempts,
+            recoveries: log.recoveries,
+            last_error: log.last_error,
+        },
+        targets,
+    }
 }
 
 /// A configured combo with its metrics.

@@ -11,5 +11,6 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod gateway;
+pub mod mcp;
 pub mod ops;
 pub mod providers;

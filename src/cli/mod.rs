@@ -4,6 +4,7 @@
 mod config;
 mod keys;
 mod log;
+mod mcp;
 mod replay;
 mod report;
 mod serve;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the gateway (OpenAI-compatible API on the config's listen address).
     Serve(serve::ServeArgs),
+    /// Serve the MCP tools over stdio (for agents that start omniroute as a subprocess).
+    Mcp(mcp::McpArgs),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -109,6 +112,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Keys { command } => keys::run(command),
         Command::Log { command } => log::run(command),
         Command::Config { command } => config::run(command),

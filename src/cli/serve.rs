@@ -147,7 +147,7 @@ fn refuse(dir: &Path, why: impl std::fmt::Display, first_bad: Option<u64>) -> St
 
 /// Verifies the log of `dir` read-only, from the point verified at the last start (or seq 1) to
 /// the head. `Ok(None)`: there is no log yet (serve creates it).
-fn check_chain(dir: &Path) -> Result<Option<Head>, String> {
+pub(super) fn check_chain(dir: &Path) -> Result<Option<Head>, String> {
     let file = dir.join(LOG_FILE);
     match std::fs::metadata(&file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -209,7 +209,7 @@ fn verify_from(dir: &Path, reader: &Reader, from: Option<Head>) -> Result<Head, 
 /// Stores the verified head as the point the next start verifies from. If the log moved between
 /// the read-only check and this open (another process appended in between), the difference is
 /// verified first.
-fn record_verified(log: &Log, verified: Option<Head>) -> Result<(), String> {
+pub(super) fn record_verified(log: &Log, verified: Option<Head>) -> Result<(), String> {
     let reader = log.reader().map_err(|e| e.to_string())?;
     let head = reader.head().map_err(|e| e.to_string())?;
     let head = match verified {

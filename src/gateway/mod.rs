@@ -17,17 +17,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::serve::{ListenerExt, TapIo};
-use axum::{Json, Router};
-use omniroute_core::config::OnFailure;
+use axum::{Json, Router, middleware};
 use omniroute_core::event::{BudgetAction, Strategy};
 use omniroute_replay::ReplayRequest;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, CostParams, TailParams};
 use crate::engine::{ChatReply, Engine};
 use crate::error::ApiError;
+use crate::mcp::OmniMcp;
 use crate::ops::auth::{self, Caller, Scope};
 
 impl IntoResponse for ApiError {
@@ -41,7 +45,28 @@ impl IntoResponse for ApiError {
 type AppState = Arc<Engine>;
 
 pub fn app(engine: Arc<Engine>) -> Router {
+    app_with(engine, CancellationToken::new())
+}
+
+/// The router, with MCP sessions (`/mcp`) that end when `mcp_stop` is cancelled (their open
+/// event streams would otherwise hold a graceful shutdown).
+pub fn app_with(engine: Arc<Engine>, mcp_stop: CancellationToken) -> Router {
+    let e = Arc::clone(&engine);
+    let mcp = StreamableHttpService::new(
+        move || Ok(OmniMcp::new(Arc::clone(&e), None)),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .with_cancellation_token(mcp_stop),
+    );
+    let mcp = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&engine),
+            mcp_caller,
+        ));
     Router::new()
+        .merge(mcp)
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/api/health", get(health))
@@ -72,11 +97,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let heartbeat = tokio::spawn(heartbeat());
+    let mcp_stop = CancellationToken::new();
+    let stop = mcp_stop.clone();
     let r = axum::serve(
         no_delay(listener),
-        app(engine).into_make_service_with_connect_info::<SocketAddr>(),
+        app_with(engine, mcp_stop).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stop.cancel();
+    })
     .await;
     heartbeat.abort();
     r
@@ -119,6 +149,54 @@ fn caller(engine: &Engine, headers: &HeaderMap, remote: SocketAddr) -> Result<Ca
         headers.get("authorization").and_then(|v| v.to_str().ok()),
         remote.ip().is_loopback(),
     )
+}
+
+/// Authenticates every `/mcp` request before rmcp sees it (401/403 in the OpenAI error shape)
+/// and hands the caller to the tools in the request's extensions: each tool checks its own
+/// scope, and a revoked key fails on its next request.
+async fn mcp_caller(
+    State(engine): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    mut req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let c = match caller(&engine, req.headers(), remote) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    // A caller without a bearer token is the loopback owner (no key exists yet). A web page can
+    // reach loopback through a name that resolves to it (DNS rebinding) but cannot add a bearer
+    // token, so only that caller must name a loopback host. rmcp's own Host allowlist is off:
+    // it would refuse every key-holding client that reaches the gateway by its real name.
+    let authz = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if auth::bearer(authz).is_none() && !loopback_host(&req) {
+        return ApiError::Forbidden(
+            "without an API key, /mcp answers only requests addressed to a loopback host \
+             (localhost, 127.0.0.1, [::1])"
+                .into(),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(c);
+    next.run(req).await
+}
+
+/// Whether the request names a loopback host (`Host`, or the URI's authority in HTTP/2).
+fn loopback_host(req: &axum::extract::Request) -> bool {
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// The caller, when its scopes grant `scope`.
@@ -224,42 +302,13 @@ async fn health(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     allow(&engine, &headers, remote, Scope::ReadHealth)?;
-    let log = engine.log().health();
-    let on_failure = engine.config().log.on_failure;
-    let head = engine
-        .log()
-        .reader()
-        .and_then(|r| r.head())
-        .map(|h| json!({ "seq": h.seq, "hash": h.hash.to_string() }))
-        .unwrap_or(Value::Null);
-    let targets: Vec<Value> = engine
-        .circuits()
-        .into_iter()
-        .map(|(provider, model, state)| json!({ "provider": provider, "model": model, "circuit": state }))
-        .collect();
-    let unwritable = log.failing || log.closed;
-    let (code, status) = match (unwritable, on_failure) {
-        (false, _) => (StatusCode::OK, "ok"),
-        (true, OnFailure::Refuse) => (StatusCode::SERVICE_UNAVAILABLE, "failing"),
-        (true, OnFailure::Serve) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+    let h = admin::health(&engine);
+    let code = if h.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": status,
-        "uptime_s": engine.uptime_s(),
-        "config_version": engine.config().version().to_string(),
-        "log": {
-            "head": head,
-            "failing": log.failing,
-            "on_failure": on_failure,
-            "failed_events": log.failed_events,
-            "unrecorded_events": engine.unrecorded(),
-            "reopen_attempts": log.reopen_attempts,
-            "recoveries": log.recoveries,
-            "last_error": log.last_error,
-        },
-        "targets": targets,
-    });
-    Ok((code, Json(body)).into_response())
+    Ok((code, Json(h)).into_response())
 }
 
 #[derive(Deserialize)]

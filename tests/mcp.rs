@@ -1,0 +1,356 @@
+//! The MCP server (issue 14, first slice): rmcp's own client against `/mcp` on an in-process
+//! gateway (streamable HTTP on 127.0.0.1:0) and against `omniroute mcp` over stdio. Every tool is
+//! listed and called and its structured output parsed; a missing scope is a tool error naming
+//! it; with a key present, `/mcp` without one is a 401 before rmcp sees the request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use support::*;
+
+const TOOLS: [&str; 4] = [
+    "omniroute_get_health",
+    "omniroute_list_combos",
+    "omniroute_explain_route",
+    "omniroute_list_models_catalog",
+];
+
+async fn connect(gw: &Gateway, key: Option<&str>) -> RunningService<RoleClient, ()> {
+    let mut cfg = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.url));
+    if let Some(k) = key {
+        cfg = cfg.auth_header(k);
+    }
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
+    ().serve(transport).await.unwrap()
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &'static str,
+    args: Value,
+) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
+        .await
+        .unwrap()
+}
+
+/// The structured output of a successful call.
+fn output(r: &CallToolResult) -> Value {
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    r.structured_content.clone().expect("structured content")
+}
+
+fn error_text(r: &CallToolResult) -> String {
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    serde_json::to_string(&r.content).unwrap()
+}
+
+#[tokio::test]
+async fn every_tool_answers_over_streamable_http() {
+    let a = Fake::start(vec![], Step::ok("hi from a")).await;
+    let b = Fake::start(vec![], Step::ok("hi from b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let resp = gw
+        .chat(json!({ "model": "ab", "messages": user("hello") }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let id = rid(&resp);
+    gw.completed(&id).await;
+
+    // No key exists: loopback is the owner.
+    let client = connect(&gw, None).await;
+    let tools = client.list_all_tools().await.unwrap();
+    for name in TOOLS {
+        let t = tools.iter().find(|t| t.name == name);
+        let t = t.unwrap_or_else(|| panic!("{name} not listed"));
+        assert!(
+            t.output_schema.is_some(),
+            "{name} declares no output schema"
+        );
+    }
+
+    let h = output(&call(&client, "omniroute_get_health", json!({})).await);
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(h["log"]["head"]["seq"].as_u64().unwrap() > 0, "{h}");
+    assert_eq!(h["log"]["failing"], false);
+    assert!(h["targets"].as_array().unwrap().len() >= 2, "{h}");
+    assert!(h["config_version"].is_string());
+
+    let c = output(
+        &call(
+            &client,
+            "omniroute_list_combos",
+            json!({ "includeMetrics": true }),
+        )
+        .await,
+    );
+    let ab = &c["combos"][0];
+    assert_eq!(ab["id"], "ab", "{c}");
+    assert_eq!(ab["strategy"], "priority");
+    assert_eq!(ab["targets"], json!(["model-a", "model-b"]));
+    assert!(ab["metrics"].is_object(), "{c}");
+    let c = output(&call(&client, "omniroute_list_combos", json!({})).await);
+    assert!(c["combos"][0].get("metrics").is_none(), "{c}");
+
+    let x = output(
+        &call(
+            &client,
+            "omniroute_explain_route",
+            json!({ "requestId": id }),
+        )
+        .await,
+    );
+    assert_eq!(x["request_id"], id);
+    assert!(x["explain"].is_object(), "{x}");
+    let bad = call(
+        &client,
+        "omniroute_explain_route",
+        json!({ "requestId": "nope" }),
+    )
+    .await;
+    assert!(error_text(&bad).contains("not a request id"));
+
+    let m = output(&call(&client, "omniroute_list_models_catalog", json!({})).await);
+    let models = m["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "{m}");
+    let ma = models.iter().find(|x| x["id"] == "model-a").unwrap();
+    assert_eq!(ma["provider"], "a");
+    assert_eq!(ma["tier"], 2);
+    assert_eq!(ma["pricing"]["input_usd_per_mtok"], 1.0);
+    assert_eq!(ma["pricing"]["output_usd_per_mtok"], 2.0);
+    let only_b = output(
+        &call(
+            &client,
+            "omniroute_list_models_catalog",
+            json!({ "provider": "b" }),
+        )
+        .await,
+    );
+    assert_eq!(only_b["models"].as_array().unwrap().len(), 1);
+    assert_eq!(only_b["models"][0]["id"], "model-b");
+    let bad = call(
+        &client,
+        "omniroute_list_models_catalog",
+        json!({ "capability": "telepathy" }),
+    )
+    .await;
+    assert!(error_text(&bad).contains("unknown capability"));
+
+    client.cancel().await.unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let (health_only, _) = gw
+        .engine
+        .create_key("monitor", vec!["read:health".into()])
+        .await
+        .unwrap();
+
+    // A key exists: no Authorization header is a 401 at /mcp, before rmcp sees the request.
+    let r = reqwest::Client::new()
+        .post(format!("{}/mcp", gw.url))
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "t", "version": "0" } } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+
+    let client = connect(&gw, Some(&health_only)).await;
+    let h = output(&call(&client, "omniroute_get_health", json!({})).await);
+    assert_eq!(h["status"], "ok");
+    let denied = call(
+        &client,
+        "omniroute_explain_route",
+        json!({ "requestId": "01ARZ3NDEKTSV4RRFFQ69G5FAV" }),
+    )
+    .await;
+    let text = error_text(&denied);
+    assert!(text.contains("read:usage"), "{text}");
+    let denied = call(&client, "omniroute_list_combos", json!({})).await;
+    assert!(error_text(&denied).contains("read:combos"));
+    client.cancel().await.unwrap();
+    gw.stop().await;
+}
+
+/// `omniroute mcp --data-dir D` (the stdio transport), started as an agent starts it.
+async fn stdio_client(dir: &std::path::Path, key: Option<&str>) -> RunningService<RoleClient, ()> {
+    let mut cmd = tokio::process::Command::new(support::cli::bin());
+    cmd.args(["mcp", "--data-dir"]).arg(dir);
+    cmd.env_remove("OMNIROUTE_API_KEY");
+    if let Some(k) = key {
+        cmd.args(["--key", k]);
+    }
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ().serve(transport).await.unwrap()
+}
+
+#[tokio::test]
+async fn omniroute_mcp_serves_the_tools_over_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = stdio_client(dir.path(), None).await;
+    let tools = client.list_all_tools().await.unwrap();
+    for name in TOOLS {
+        assert!(tools.iter().any(|t| t.name == name), "{name} not listed");
+    }
+    let h = output(&call(&client, "omniroute_get_health", json!({})).await);
+    assert_eq!(h["status"], "ok", "{h}");
+    let m = output(&call(&client, "omniroute_list_models_catalog", json!({})).await);
+    assert!(!m["models"].as_array().unwrap().is_empty(), "{m}");
+    let c = output(&call(&client, "omniroute_list_combos", json!({})).await);
+    assert!(c["combos"].is_array(), "{c}");
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn omniroute_mcp_points_at_the_running_servers_mcp_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::cli::Server::start(dir.path()).unwrap();
+    let o = support::cli::run(&["mcp"], dir.path());
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains("not supported yet")
+            && o.stderr.contains(&format!("http://{}/mcp", server.addr)),
+        "{o:?}"
+    );
+    assert!(o.stdout.is_empty(), "{o:?}");
+    server.stop();
+}
+
+#[test]
+fn omniroute_mcp_refuses_a_key_the_data_dir_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = support::cli::run(&["mcp", "--key", "sk-nope"], dir.path());
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("no API key exists"), "{o:?}");
+}
+
+#[tokio::test]
+async fn omniroute_mcp_calls_with_the_scopes_of_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = support::cli::run(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "agent",
+            "--scopes",
+            "read:health",
+        ],
+        dir.path(),
+    );
+    assert!(o.ok(), "{o:?}");
+    let key = o.stdout.trim().to_string();
+    let client = stdio_client(dir.path(), Some(&key)).await;
+    output(&call(&client, "omniroute_get_health", json!({})).await);
+    let denied = call(&client, "omniroute_list_models_catalog", json!({})).await;
+    let text = error_text(&denied);
+    assert!(text.contains("read:models"), "{text}");
+    client.cancel().await.unwrap();
+}
+
+/// An `initialize` POST to `/mcp` with the given `Host` header and key.
+async fn raw_initialize(gw: &Gateway, host: &str, key: Option<&str>) -> reqwest::StatusCode {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/mcp", gw.url))
+        .header("host", host)
+        .header("accept", "application/json, text/event-stream");
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.json(
+        &json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "t", "version": "0" } } }),
+    )
+    .send()
+    .await
+    .unwrap()
+    .status()
+}
+
+#[tokio::test]
+async fn only_key_holders_may_name_a_non_loopback_host() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    // No key: the loopback owner, but not through a foreign name (DNS rebinding).
+    assert_eq!(raw_initialize(&gw, "localhost:1", None).await, 200);
+    assert_eq!(raw_initialize(&gw, "[::1]:1", None).await, 200);
+    assert_eq!(raw_initialize(&gw, "evil.example:1", None).await, 403);
+    // A key holder reaches the gateway by whatever name it has.
+    let (key, _) = gw
+        .engine
+        .create_key("remote", vec!["read:*".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        raw_initialize(&gw, "gateway.internal:20128", Some(&key)).await,
+        200
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn delete_ends_an_mcp_session() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/mcp", gw.url);
+    let r = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "t", "version": "0" } } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let r = http
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an ended session is unknown");
+    gw.stop().await;
+}
