@@ -192,7 +192,52 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
     let denied = call(&client, "omniroute_list_combos", json!({})).await;
     assert!(error_text(&denied).contains("read:combos"));
     client.cancel().await.unwrap();
+
+    // Every call, allowed or denied, is audited with the key that made it; the audit read model
+    // counts them.
     gw.stop().await;
+    let monitor = omniroute_core::event::Hash32::of(health_only.as_bytes());
+    let calls: Vec<_> = gw
+        .all_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            omniroute_core::event::Event::ToolCalled(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    let seen: Vec<(&str, bool)> = calls.iter().map(|t| (t.tool.as_str(), t.ok)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("omniroute_get_health", true),
+            ("omniroute_explain_route", false),
+            ("omniroute_list_combos", false)
+        ]
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|t| t.caller_key_id == Some(monitor) && t.scopes == ["read:health"])
+    );
+    let explain = &calls[1];
+    assert!(
+        explain.args_preview.contains("01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        "{explain:?}"
+    );
+    assert!(
+        explain
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("read:usage"),
+        "{explain:?}"
+    );
+    // The output's first 200 characters.
+    let out = &calls[0].output_preview;
+    assert!(
+        out.starts_with("{\"config_version\"") && out.chars().count() == 200,
+        "{out}"
+    );
 }
 
 /// `omniroute mcp --data-dir D` (the stdio transport), started as an agent starts it.

@@ -45,6 +45,8 @@ pub struct Engine {
     /// The data dir's owner token (`serve` writes it to `admin.token`): whoever presents it is
     /// the owner, keys or not (see `ops::auth`).
     pub owner_token: std::sync::OnceLock<String>,
+    /// The key of the audit records' argument hashes (`ops::audit::key`), read once.
+    audit_key: std::sync::OnceLock<[u8; 32]>,
     http: reqwest::Client,
     endpoints: crate::providers::Endpoints,
     rng: Mutex<ChaCha8Rng>,
@@ -237,6 +239,7 @@ impl Engine {
             clock,
             keys: keys::KeyStore::new(restored.keys),
             owner_token: std::sync::OnceLock::new(),
+            audit_key: std::sync::OnceLock::new(),
             http,
             endpoints: Default::default(),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
@@ -651,6 +654,19 @@ impl Engine {
         }
         self.guard(session)
             .ok_or_else(|| ApiError::Internal("guard vanished".into()))
+    }
+
+    /// The installation's audit key (`audit.key` in the data dir). If it cannot be read or made,
+    /// a key of this process's own stands in: hashes then match only within this run, and are
+    /// still not guessable from the log.
+    pub fn audit_key(&self) -> [u8; 32] {
+        *self.audit_key.get_or_init(|| {
+            crate::ops::audit::key(self.log.dir()).unwrap_or_else(|e| {
+                eprintln!("audit: {e}; argument hashes use a key of this run only");
+                let token = keys::generate().unwrap_or_default();
+                Hash32::of(format!("{token}{:?}", Instant::now()).as_bytes()).0
+            })
+        })
     }
 
     /// Creates an API key (`POST /api/keys`): recorded as `KeyCreated` (its hash only) and

@@ -8,6 +8,7 @@
 //! over stdio it is fixed when the process starts. Outputs are JSON objects with declared output
 //! schemas (rmcp's `Json<T>`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use omniroute_core::config::{Capability, Config};
@@ -23,6 +24,7 @@ use serde_json::Value;
 use crate::admin::{self, HealthView};
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::ops::audit;
 use crate::ops::auth::{self, Caller, Scope};
 
 /// The omniroute MCP server: one per MCP session.
@@ -35,7 +37,7 @@ pub struct OmniMcp {
     tool_router: ToolRouter<Self>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListCombosArgs {
     /// Include each combo's metrics (requests, successes, cost, latency) from the combos read model.
@@ -61,7 +63,7 @@ pub struct ComboOut {
     pub metrics: Option<Value>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExplainArgs {
     /// The request id: the 26-character ULID of the `x-omniroute-request-id` response header.
@@ -76,7 +78,7 @@ pub struct ExplainOut {
     pub explain: Value,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CatalogArgs {
     /// Only the models of this provider id.
     pub provider: Option<String>,
@@ -204,16 +206,51 @@ impl OmniMcp {
         }
     }
 
-    /// The caller of this call, when it holds `scope`.
-    fn authorize(&self, ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<Caller, String> {
-        let caller = ctx
-            .extensions
+    /// The caller of this call.
+    fn caller_of(&self, ctx: &RequestContext<RoleServer>) -> Option<Caller> {
+        ctx.extensions
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Caller>().cloned())
             .or_else(|| self.caller.clone())
-            .ok_or_else(|| "no authenticated caller".to_string())?;
-        auth::authorize(&caller, scope).map_err(tool_error)?;
-        Ok(caller)
+    }
+
+    /// Runs one tool call for a caller holding `scope` and records it, allowed or denied, as a
+    /// `ToolCalled` event (`ops::audit`: the arguments hashed with the installation's key and
+    /// previewed without contents).
+    async fn audited<T: Serialize, F: Future<Output = Result<T, String>>>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        tool: &str,
+        args: Value,
+        scope: Scope,
+        run: impl FnOnce() -> F,
+    ) -> Result<Json<T>, String> {
+        let started = std::time::Instant::now();
+        let caller = self.caller_of(ctx);
+        let result = match &caller {
+            None => Err("no authenticated caller".to_string()),
+            Some(c) => match auth::authorize(c, scope) {
+                Err(e) => Err(tool_error(e)),
+                Ok(()) => run().await,
+            },
+        };
+        if let Some(c) = &caller {
+            let out = match &result {
+                Ok(v) => Ok(serde_json::to_value(v).unwrap_or(Value::Null)),
+                Err(e) => Err(e.as_str()),
+            };
+            let event = audit::tool_called(
+                tool,
+                c,
+                &args,
+                &self.engine.audit_key(),
+                started.elapsed(),
+                out.as_ref().map_err(|e| *e),
+            );
+            // Not waited for: an audit record is batched like a request's own events.
+            let _ = self.engine.record(event).await;
+        }
+        result.map(Json)
     }
 }
 
@@ -226,8 +263,15 @@ impl OmniMcp {
         &self,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<HealthView>, String> {
-        self.authorize(&ctx, Scope::ReadHealth)?;
-        Ok(Json(admin::health(&self.engine)))
+        let engine = &self.engine;
+        self.audited(
+            &ctx,
+            "omniroute_get_health",
+            Value::Null,
+            Scope::ReadHealth,
+            || async { Ok(admin::health(engine)) },
+        )
+        .await
     }
 
     /// The configured combos: strategy, targets, whether active, and (with `includeMetrics`)
@@ -238,27 +282,37 @@ impl OmniMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<ListCombosArgs>,
     ) -> Result<Json<CombosOut>, String> {
-        self.authorize(&ctx, Scope::ReadCombos)?;
-        self.engine.settled().await.map_err(tool_error)?;
-        let cfg = self.engine.config();
-        let views = self.engine.projections.read(|p| admin::combos(p, &cfg));
-        let combos = views
-            .into_iter()
-            .map(|c| {
-                Ok(ComboOut {
-                    id: c.id,
-                    strategy: to_value(c.strategy)?,
-                    active: c.active,
-                    targets: c.targets,
-                    metrics: if args.include_metrics {
-                        Some(to_value(c.metrics)?)
-                    } else {
-                        None
-                    },
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Json(CombosOut { combos }))
+        let args_v = to_value(&args)?;
+        let engine = &self.engine;
+        self.audited(
+            &ctx,
+            "omniroute_list_combos",
+            args_v,
+            Scope::ReadCombos,
+            || async {
+                engine.settled().await.map_err(tool_error)?;
+                let cfg = engine.config();
+                let views = engine.projections.read(|p| admin::combos(p, &cfg));
+                let combos = views
+                    .into_iter()
+                    .map(|c| {
+                        Ok(ComboOut {
+                            id: c.id,
+                            strategy: to_value(c.strategy)?,
+                            active: c.active,
+                            targets: c.targets,
+                            metrics: if args.include_metrics {
+                                Some(to_value(c.metrics)?)
+                            } else {
+                                None
+                            },
+                        })
+                    })
+                    .collect::<Result<_, String>>()?;
+                Ok(CombosOut { combos })
+            },
+        )
+        .await
     }
 
     /// Why a request went where it went: the explain read model, from the decision recorded in
@@ -269,25 +323,35 @@ impl OmniMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<ExplainArgs>,
     ) -> Result<Json<ExplainOut>, String> {
-        self.authorize(&ctx, Scope::ReadUsage)?;
-        self.engine.settled().await.map_err(tool_error)?;
-        let engine = Arc::clone(&self.engine);
-        let id = args.request_id.clone();
-        // A read of the log: off the runtime.
-        let x = tokio::task::spawn_blocking(move || {
-            let reader = engine
-                .log()
-                .reader()
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            admin::explain(&reader, &id)
-        })
+        let args_v = to_value(&args)?;
+        let engine = &self.engine;
+        self.audited(
+            &ctx,
+            "omniroute_explain_route",
+            args_v,
+            Scope::ReadUsage,
+            || async {
+                engine.settled().await.map_err(tool_error)?;
+                let engine = Arc::clone(engine);
+                let id = args.request_id.clone();
+                // A read of the log: off the runtime.
+                let x = tokio::task::spawn_blocking(move || {
+                    let reader = engine
+                        .log()
+                        .reader()
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    admin::explain(&reader, &id)
+                })
+                .await
+                .map_err(|e| format!("the explain read failed: {e}"))?
+                .map_err(tool_error)?;
+                Ok(ExplainOut {
+                    request_id: args.request_id,
+                    explain: to_value(x)?,
+                })
+            },
+        )
         .await
-        .map_err(|e| format!("the explain read failed: {e}"))?
-        .map_err(tool_error)?;
-        Ok(Json(ExplainOut {
-            request_id: args.request_id,
-            explain: to_value(x)?,
-        }))
     }
 
     /// The model catalog from the config: capabilities, tier, context window and pricing (USD
@@ -299,11 +363,20 @@ impl OmniMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<CatalogArgs>,
     ) -> Result<Json<CatalogOut>, String> {
-        self.authorize(&ctx, Scope::ReadModels)?;
-        let cfg = self.engine.config();
-        catalog(&cfg, args.provider.as_deref(), args.capability.as_deref())
-            .map(Json)
-            .map_err(tool_error)
+        let args_v = to_value(&args)?;
+        let engine = &self.engine;
+        self.audited(
+            &ctx,
+            "omniroute_list_models_catalog",
+            args_v,
+            Scope::ReadModels,
+            || async {
+                let cfg = engine.config();
+                catalog(&cfg, args.provider.as_deref(), args.capability.as_deref())
+                    .map_err(tool_error)
+            },
+        )
+        .await
     }
 }
 
