@@ -44,14 +44,6 @@ impl KeyStore {
             .unwrap_or(true)
     }
 
-    /// Whether a key's scopes grant `wanted` (exactly, through `*`, or through `family:*`).
-    pub fn allows(k: &KeyEntry, wanted: &str) -> bool {
-        let family = wanted.split(':').next().unwrap_or(wanted);
-        k.scopes
-            .iter()
-            .any(|s| s == "*" || s == wanted || s.strip_suffix(":*").is_some_and(|f| f == family))
-    }
-
     /// Every key, revoked ones included.
     pub fn all(&self) -> Vec<KeyEntry> {
         self.keys.read().map(|k| k.clone()).unwrap_or_default()
