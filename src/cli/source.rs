@@ -19,18 +19,7 @@ pub const OWNER_TOKEN_FILE: &str = "admin.token";
 
 /// Writes the owner token, readable by this user only.
 pub fn write_owner_token(dir: &std::path::Path, token: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = dir.join(OWNER_TOKEN_FILE);
-    // A token left by an earlier run goes first, so the new file is created with the mode.
-    let _ = std::fs::remove_file(&file);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&file)
-        .and_then(|mut f| f.write_all(token.as_bytes()))
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+    crate::ops::write_private(&dir.join(OWNER_TOKEN_FILE), token.as_bytes())
 }
 
 /// The owner token of the server that owns `dir`, when this user can read it.

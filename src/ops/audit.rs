@@ -29,8 +29,6 @@ const CONTENT: [&str; 6] = [
 /// The installation's audit key: read from the data dir, or created there (mode 0600) on first
 /// use.
 pub fn key(dir: &Path) -> Result<[u8; 32], String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let file = dir.join(AUDIT_KEY_FILE);
     let parse = |s: &str| -> Option<[u8; 32]> {
         let s = s.trim();
@@ -55,13 +53,7 @@ pub fn key(dir: &Path) -> Result<[u8; 32], String> {
     let token = crate::engine::keys::generate()?;
     let key = Hash32::of(token.as_bytes()).0;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&file)
-        .and_then(|mut f| f.write_all(hex.as_bytes()))
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    super::write_private(&file, hex.as_bytes())?;
     Ok(key)
 }
 
