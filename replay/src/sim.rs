@@ -304,11 +304,7 @@ fn report(
             exact: out.exact,
             estimated: out.estimated,
             unknown: out.unknown,
-            exact_pct: if attempts == 0 {
-                100.0
-            } else {
-                out.exact as f64 * 100.0 / attempts as f64
-            },
+            exact_pct: pct(out.exact, attempts),
             requests_with_unknown: out.requests_with_unknown,
             unknown_targets: out
                 .unknown_targets
