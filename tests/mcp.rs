@@ -7,12 +7,8 @@
 
 mod support;
 
-use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
-use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
+use support::mcp::{Mcp, error_text};
 use support::*;
 
 const TOOLS: [&str; 4] = [
@@ -21,40 +17,6 @@ const TOOLS: [&str; 4] = [
     "omniroute_explain_route",
     "omniroute_list_models_catalog",
 ];
-
-async fn connect(gw: &Gateway, key: Option<&str>) -> RunningService<RoleClient, ()> {
-    let mut cfg = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.url));
-    if let Some(k) = key {
-        cfg = cfg.auth_header(k);
-    }
-    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
-    ().serve(transport).await.unwrap()
-}
-
-async fn call(
-    client: &RunningService<RoleClient, ()>,
-    tool: &'static str,
-    args: Value,
-) -> CallToolResult {
-    let Value::Object(args) = args else {
-        panic!("arguments must be an object")
-    };
-    client
-        .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
-        .await
-        .unwrap()
-}
-
-/// The structured output of a successful call.
-fn output(r: &CallToolResult) -> Value {
-    assert_ne!(r.is_error, Some(true), "{r:?}");
-    r.structured_content.clone().expect("structured content")
-}
-
-fn error_text(r: &CallToolResult) -> String {
-    assert_eq!(r.is_error, Some(true), "{r:?}");
-    serde_json::to_string(&r.content).unwrap()
-}
 
 #[tokio::test]
 async fn every_tool_answers_over_streamable_http() {
@@ -69,8 +31,8 @@ async fn every_tool_answers_over_streamable_http() {
     gw.completed(&id).await;
 
     // No key exists: loopback is the owner.
-    let client = connect(&gw, None).await;
-    let tools = client.list_all_tools().await.unwrap();
+    let client = Mcp::connect(&gw, None).await;
+    let tools = &client.tools;
     for name in TOOLS {
         let t = tools.iter().find(|t| t.name == name);
         let t = t.unwrap_or_else(|| panic!("{name} not listed"));
@@ -80,48 +42,35 @@ async fn every_tool_answers_over_streamable_http() {
         );
     }
 
-    let h = output(&call(&client, "omniroute_get_health", json!({})).await);
+    let h = client.ok("omniroute_get_health", json!({})).await;
     assert_eq!(h["status"], "ok", "{h}");
     assert!(h["log"]["head"]["seq"].as_u64().unwrap() > 0, "{h}");
     assert_eq!(h["log"]["failing"], false);
     assert!(h["targets"].as_array().unwrap().len() >= 2, "{h}");
     assert!(h["config_version"].is_string());
 
-    let c = output(
-        &call(
-            &client,
-            "omniroute_list_combos",
-            json!({ "includeMetrics": true }),
-        )
-        .await,
-    );
+    let c = client
+        .ok("omniroute_list_combos", json!({ "includeMetrics": true }))
+        .await;
     let ab = &c["combos"][0];
     assert_eq!(ab["id"], "ab", "{c}");
     assert_eq!(ab["strategy"], "priority");
     assert_eq!(ab["targets"], json!(["model-a", "model-b"]));
     assert!(ab["metrics"].is_object(), "{c}");
-    let c = output(&call(&client, "omniroute_list_combos", json!({})).await);
+    let c = client.ok("omniroute_list_combos", json!({})).await;
     assert!(c["combos"][0].get("metrics").is_none(), "{c}");
 
-    let x = output(
-        &call(
-            &client,
-            "omniroute_explain_route",
-            json!({ "requestId": id }),
-        )
-        .await,
-    );
+    let x = client
+        .ok("omniroute_explain_route", json!({ "requestId": id }))
+        .await;
     assert_eq!(x["request_id"], id);
     assert!(x["explain"].is_object(), "{x}");
-    let bad = call(
-        &client,
-        "omniroute_explain_route",
-        json!({ "requestId": "nope" }),
-    )
-    .await;
+    let bad = client
+        .call("omniroute_explain_route", json!({ "requestId": "nope" }))
+        .await;
     assert!(error_text(&bad).contains("not a request id"));
 
-    let m = output(&call(&client, "omniroute_list_models_catalog", json!({})).await);
+    let m = client.ok("omniroute_list_models_catalog", json!({})).await;
     let models = m["models"].as_array().unwrap();
     assert_eq!(models.len(), 2, "{m}");
     let ma = models.iter().find(|x| x["id"] == "model-a").unwrap();
@@ -129,25 +78,20 @@ async fn every_tool_answers_over_streamable_http() {
     assert_eq!(ma["tier"], 2);
     assert_eq!(ma["pricing"]["input_usd_per_mtok"], 1.0);
     assert_eq!(ma["pricing"]["output_usd_per_mtok"], 2.0);
-    let only_b = output(
-        &call(
-            &client,
-            "omniroute_list_models_catalog",
-            json!({ "provider": "b" }),
-        )
-        .await,
-    );
+    let only_b = client
+        .ok("omniroute_list_models_catalog", json!({ "provider": "b" }))
+        .await;
     assert_eq!(only_b["models"].as_array().unwrap().len(), 1);
     assert_eq!(only_b["models"][0]["id"], "model-b");
-    let bad = call(
-        &client,
-        "omniroute_list_models_catalog",
-        json!({ "capability": "telepathy" }),
-    )
-    .await;
+    let bad = client
+        .call(
+            "omniroute_list_models_catalog",
+            json!({ "capability": "telepathy" }),
+        )
+        .await;
     assert!(error_text(&bad).contains("unknown capability"));
 
-    client.cancel().await.unwrap();
+    client.close().await;
     gw.stop().await;
 }
 
@@ -178,20 +122,20 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
 
-    let client = connect(&gw, Some(&health_only)).await;
-    let h = output(&call(&client, "omniroute_get_health", json!({})).await);
+    let client = Mcp::connect(&gw, Some(&health_only)).await;
+    let h = client.ok("omniroute_get_health", json!({})).await;
     assert_eq!(h["status"], "ok");
-    let denied = call(
-        &client,
-        "omniroute_explain_route",
-        json!({ "requestId": "01ARZ3NDEKTSV4RRFFQ69G5FAV" }),
-    )
-    .await;
+    let denied = client
+        .call(
+            "omniroute_explain_route",
+            json!({ "requestId": "01ARZ3NDEKTSV4RRFFQ69G5FAV" }),
+        )
+        .await;
     let text = error_text(&denied);
     assert!(text.contains("read:usage"), "{text}");
-    let denied = call(&client, "omniroute_list_combos", json!({})).await;
+    let denied = client.call("omniroute_list_combos", json!({})).await;
     assert!(error_text(&denied).contains("read:combos"));
-    client.cancel().await.unwrap();
+    client.close().await;
 
     // Every call, allowed or denied, is audited with the key that made it; the audit read model
     // counts them.
@@ -240,36 +184,21 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
     );
 }
 
-/// `omniroute mcp --data-dir D` (the stdio transport), started as an agent starts it.
-async fn stdio_client(dir: &std::path::Path, key: Option<&str>) -> RunningService<RoleClient, ()> {
-    let mut cmd = tokio::process::Command::new(support::cli::bin());
-    cmd.args(["mcp", "--data-dir"]).arg(dir);
-    cmd.env_remove("OMNIROUTE_API_KEY");
-    if let Some(k) = key {
-        cmd.args(["--key", k]);
-    }
-    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    ().serve(transport).await.unwrap()
-}
-
 #[tokio::test]
 async fn omniroute_mcp_serves_the_tools_over_stdio() {
     let dir = tempfile::tempdir().unwrap();
-    let client = stdio_client(dir.path(), None).await;
-    let tools = client.list_all_tools().await.unwrap();
+    let client = Mcp::stdio(dir.path(), None).await;
+    let tools = &client.tools;
     for name in TOOLS {
         assert!(tools.iter().any(|t| t.name == name), "{name} not listed");
     }
-    let h = output(&call(&client, "omniroute_get_health", json!({})).await);
+    let h = client.ok("omniroute_get_health", json!({})).await;
     assert_eq!(h["status"], "ok", "{h}");
-    let m = output(&call(&client, "omniroute_list_models_catalog", json!({})).await);
+    let m = client.ok("omniroute_list_models_catalog", json!({})).await;
     assert!(!m["models"].as_array().unwrap().is_empty(), "{m}");
-    let c = output(&call(&client, "omniroute_list_combos", json!({})).await);
+    let c = client.ok("omniroute_list_combos", json!({})).await;
     assert!(c["combos"].is_array(), "{c}");
-    client.cancel().await.unwrap();
+    client.close().await;
 }
 
 #[test]
@@ -311,12 +240,14 @@ async fn omniroute_mcp_calls_with_the_scopes_of_its_key() {
     );
     assert!(o.ok(), "{o:?}");
     let key = o.stdout.trim().to_string();
-    let client = stdio_client(dir.path(), Some(&key)).await;
-    output(&call(&client, "omniroute_get_health", json!({})).await);
-    let denied = call(&client, "omniroute_list_models_catalog", json!({})).await;
+    let client = Mcp::stdio(dir.path(), Some(&key)).await;
+    client.ok("omniroute_get_health", json!({})).await;
+    let denied = client
+        .call("omniroute_list_models_catalog", json!({}))
+        .await;
     let text = error_text(&denied);
     assert!(text.contains("read:models"), "{text}");
-    client.cancel().await.unwrap();
+    client.close().await;
 }
 
 /// An `initialize` POST to `/mcp` with the given `Host` header and key.

@@ -137,6 +137,11 @@ impl Caller {
         grants(&self.scopes, scope)
     }
 
+    /// Refuses the caller unless it holds every one of `scopes` (the first missing is named).
+    pub fn require(&self, scopes: &[Scope]) -> Result<(), ApiError> {
+        scopes.iter().try_for_each(|s| authorize(self, *s))
+    }
+
     /// How control writes name it (`actor` of the events they record).
     pub fn actor(&self) -> String {
         format!("admin-api ({})", self.name)

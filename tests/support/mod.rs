@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cli;
+pub mod mcp;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

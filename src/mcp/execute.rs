@@ -1,0 +1,8 @@
+//! Execute tools.
+
+use rmcp::tool_router;
+
+use super::OmniMcp;
+
+#[tool_router(router = execute_tools, allow_empty, vis = "pub(super)")]
+impl OmniMcp {}

@@ -1,0 +1,1 @@
+//! Execution operations: real and simulated completions through the engine.

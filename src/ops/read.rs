@@ -1,0 +1,246 @@
+//! Read operations: health, combos, the model catalog and explain. Each checks the caller's
+//! scopes first, then answers from the engine, the read models or the log; the admin API, the
+//! CLI and the MCP tools all call these (issue 14: one operations layer).
+
+use std::sync::Arc;
+
+use omniroute_core::config::{Capability, Config};
+use omniroute_projections::explain::Explain;
+use rmcp::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::admin::{self, HealthView};
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::ops::auth::{Caller, Scope};
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListCombosArgs {
+    /// Include each combo's metrics (requests, successes, cost, latency) from the combos read model.
+    #[serde(default)]
+    pub include_metrics: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CombosOut {
+    pub combos: Vec<ComboOut>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ComboOut {
+    pub id: String,
+    /// `priority`, `weighted`, `round_robin`, `least_latency`, `cost_optimized` or `auto`.
+    pub strategy: Value,
+    pub active: bool,
+    /// Model ids, in the combo's order.
+    pub targets: Vec<String>,
+    /// The combos read model for this combo (only with `includeMetrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplainArgs {
+    /// The request id: the 26-character ULID of the `x-omniroute-request-id` response header.
+    pub request_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ExplainOut {
+    pub request_id: String,
+    /// The explain read model, from the recorded decision (what `GET
+    /// /api/requests/{id}/explain` returns).
+    pub explain: Value,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogArgs {
+    /// Only the models of this provider id.
+    pub provider: Option<String>,
+    /// Only the models with this capability: `chat`, `tools`, `vision`, `json` or `reasoning`.
+    pub capability: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogOut {
+    pub models: Vec<ModelOut>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ModelOut {
+    pub id: String,
+    pub provider: String,
+    /// The model name sent upstream.
+    pub upstream: String,
+    pub tier: u8,
+    pub context_window: u32,
+    pub capabilities: Vec<String>,
+    pub enabled: bool,
+    /// USD per million tokens; `null` when the model has no price configured.
+    pub pricing: Option<PricingOut>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PricingOut {
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+    pub cached_read_usd_per_mtok: f64,
+    pub cache_write_usd_per_mtok: f64,
+    pub reasoning_usd_per_mtok: f64,
+}
+
+const CAPABILITIES: [(Capability, &str); 5] = [
+    (Capability::Chat, "chat"),
+    (Capability::Tools, "tools"),
+    (Capability::Vision, "vision"),
+    (Capability::Json, "json"),
+    (Capability::Reasoning, "reasoning"),
+];
+
+/// Pico-dollars per token to USD per million tokens.
+fn usd_per_mtok(pico: u64) -> f64 {
+    pico as f64 / 1e6
+}
+
+/// The model catalog of `cfg`, filtered.
+fn catalog_of(
+    cfg: &Config,
+    provider: Option<&str>,
+    capability: Option<&str>,
+) -> Result<CatalogOut, ApiError> {
+    let cap = match capability {
+        None => None,
+        Some(c) => Some(
+            CAPABILITIES
+                .iter()
+                .find(|(_, n)| n.eq_ignore_ascii_case(c))
+                .map(|(cap, _)| *cap)
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        format!(
+                            "unknown capability {c:?}; valid: chat, tools, vision, json, reasoning"
+                        ),
+                        Some("capability"),
+                    )
+                })?,
+        ),
+    };
+    let models = cfg
+        .models
+        .iter()
+        .filter_map(|m| {
+            let p = cfg.provider_of(m).map(|p| p.id.clone()).unwrap_or_default();
+            if provider.is_some_and(|want| want != p) {
+                return None;
+            }
+            if cap.is_some_and(|c| m.capabilities & c.bit() == 0) {
+                return None;
+            }
+            Some(ModelOut {
+                id: m.id.clone(),
+                provider: p,
+                upstream: m.upstream.clone(),
+                tier: m.tier,
+                context_window: m.context_window,
+                capabilities: CAPABILITIES
+                    .iter()
+                    .filter(|(c, _)| m.capabilities & c.bit() != 0)
+                    .map(|(_, n)| (*n).to_string())
+                    .collect(),
+                enabled: m.enabled,
+                pricing: m.price.map(|p| PricingOut {
+                    input_usd_per_mtok: usd_per_mtok(p.input),
+                    output_usd_per_mtok: usd_per_mtok(p.output),
+                    cached_read_usd_per_mtok: usd_per_mtok(p.cached_read),
+                    cache_write_usd_per_mtok: usd_per_mtok(p.cache_write),
+                    reasoning_usd_per_mtok: usd_per_mtok(p.reasoning),
+                }),
+            })
+        })
+        .collect();
+    Ok(CatalogOut { models })
+}
+
+/// `GET /api/health`, `omniroute_get_health`.
+pub fn health(engine: &Engine, caller: &Caller) -> Result<HealthView, ApiError> {
+    caller.require(&[Scope::ReadHealth])?;
+    Ok(admin::health(engine))
+}
+
+/// `GET /api/combos`, `omniroute_list_combos`: every combo, with its metrics when asked.
+pub async fn list_combos(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    args: ListCombosArgs,
+) -> Result<CombosOut, ApiError> {
+    caller.require(&[Scope::ReadCombos])?;
+    engine.settled().await?;
+    let cfg = engine.config();
+    let views = engine.projections.read(|p| admin::combos(p, &cfg));
+    let combos = views
+        .into_iter()
+        .map(|c| {
+            Ok(ComboOut {
+                id: c.id,
+                strategy: json(c.strategy)?,
+                active: c.active,
+                targets: c.targets,
+                metrics: if args.include_metrics {
+                    Some(json(c.metrics)?)
+                } else {
+                    None
+                },
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(CombosOut { combos })
+}
+
+/// `GET /api/requests/{id}/explain`, `omniroute_explain_route`: why a request went where it
+/// went, from its recorded decision.
+pub async fn explain(engine: &Arc<Engine>, caller: &Caller, id: &str) -> Result<Explain, ApiError> {
+    caller.require(&[Scope::ReadUsage])?;
+    engine.settled().await?;
+    let id = id.to_string();
+    blocking(engine, move |reader| admin::explain(reader, &id)).await
+}
+
+/// `GET /api/models/catalog`, `omniroute_list_models_catalog`.
+pub fn catalog(
+    engine: &Engine,
+    caller: &Caller,
+    args: &CatalogArgs,
+) -> Result<CatalogOut, ApiError> {
+    caller.require(&[Scope::ReadModels])?;
+    catalog_of(
+        &engine.config(),
+        args.provider.as_deref(),
+        args.capability.as_deref(),
+    )
+}
+
+/// Runs a read of the log off the runtime, on a fresh snapshot.
+pub async fn blocking<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    f: impl FnOnce(&omniroute_core::log::Reader) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let e = Arc::clone(engine);
+    tokio::task::spawn_blocking(move || {
+        let reader = e
+            .log()
+            .reader()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        f(&reader)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("a read of the log failed: {e}")))?
+}
+
+/// Any answer as a JSON value (for the parts of an output whose schema is open).
+pub fn json(v: impl Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(v)
+        .map_err(|e| ApiError::Internal(format!("cannot encode the answer: {e}")))
+}
