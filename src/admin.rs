@@ -57,17 +57,70 @@ pub fn session(p: &Projections, id: &str, reserved_micros: u64) -> Result<Sessio
         .ok_or_else(|| ApiError::NotFound(format!("no session {id:?} in the log")))
 }
 
+/// The period of a cost report.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, clap::ValueEnum,
+)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// The current UTC calendar day.
+    Day,
+    /// The current ISO week (from Monday, UTC).
+    Week,
+    /// The current UTC calendar month.
+    Month,
+    /// One session's whole life (with `session`).
+    Session,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+            Period::Session => "session",
+        }
+    }
+}
+
+/// What a cost report groups by.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, clap::ValueEnum,
+)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Provider,
+    Model,
+    Combo,
+    Key,
+    Session,
+}
+
+impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Provider => "provider",
+            GroupBy::Model => "model",
+            GroupBy::Combo => "combo",
+            GroupBy::Key => "key",
+            GroupBy::Session => "session",
+        }
+    }
+}
+
 /// The query string of `GET /api/usage/cost` (and the body of its re-pricing `POST`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CostParams {
-    /// `day`, `week`, `month` or `session`.
-    pub period: Option<String>,
+    /// [default: day]
+    pub period: Option<Period>,
     /// Unix ms, or a UTC date `YYYY-MM-DD`.
     pub from: Option<String>,
     pub to: Option<String>,
-    /// `provider`, `model`, `combo`, `key` or `session`.
-    pub group_by: Option<String>,
+    pub group_by: Option<GroupBy>,
     /// The session, for `period=session`.
     pub session: Option<String>,
     /// Re-pricing only: an omniroute config (TOML text) whose model prices replace the recorded
@@ -94,11 +147,11 @@ fn query(params: &CostParams, now_ms: u64) -> Result<Query, ApiError> {
         .map(|s| parse_time(s, "to"))
         .transpose()?;
     Query::resolve(
-        params.period.as_deref(),
+        params.period.map(Period::as_str),
         from,
         to,
         params.session.as_deref(),
-        params.group_by.as_deref(),
+        params.group_by.map(GroupBy::as_str),
         now_ms,
     )
     .map_err(|m| ApiError::bad(m, Some("period")))

@@ -3,6 +3,7 @@
 //! owner (the server's `admin.token`), so a new key works and a revoked one stops at once;
 //! otherwise `create` and `revoke` write the log and `list` reads it read-only.
 
+use crate::ops::routes;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -80,7 +81,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
                 let body = serde_json::to_value(crate::admin::NewKey { name, scopes })
                     .map_err(|e| e.to_string())?;
                 let k: crate::admin::CreatedKey =
-                    source::call(&base, token.as_deref(), "/api/keys", Some(body))?;
+                    source::call(&base, token.as_deref(), routes::CREATE_KEY.path, Some(body))?;
                 println!("{}", k.key);
                 eprintln!(
                     "key id {} created by the running server; the key above is shown only once",
@@ -108,7 +109,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         }
         KeysCommand::List { data } => {
             let keys: Vec<KeyView> =
-                Source::open(&data)?.get_log("/api/keys", crate::admin::keys)?;
+                Source::open(&data)?.get_log(routes::KEYS.path, crate::admin::keys)?;
             if keys.is_empty() {
                 // On stderr: stdout stays the (empty) list for scripts.
                 eprintln!(
@@ -133,7 +134,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
                     &base,
                     token.as_deref(),
                     reqwest::Method::DELETE,
-                    &format!("/api/keys/{}", source::enc(&id)),
+                    &routes::REVOKE_KEY.at(&[&id]),
                     None,
                 )?;
                 println!(

@@ -2,6 +2,7 @@
 //! the server that owns the data dir, or open it read-only (see [`super::source`]); both paths
 //! compute their answer with the same functions of [`crate::admin`].
 
+use crate::ops::routes;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -102,7 +103,7 @@ pub fn run(cmd: LogCommand) -> CliResult {
 fn verify(data: &DataArgs) -> CliResult {
     let src = Source::open(data)?;
     let started = std::time::Instant::now();
-    let v: LogVerifyView = src.get_log("/api/log/verify", admin::log_verify)?;
+    let v: LogVerifyView = src.get_log(routes::LOG_VERIFY.path, admin::log_verify)?;
     match &v.broken {
         None => {
             let secs = started.elapsed().as_secs_f64();
@@ -142,7 +143,7 @@ fn verify_decisions(data: &DataArgs, json: bool) -> CliResult {
         bar.set_message("asking the server to re-derive decisions");
         bar.enable_steady_tick(Duration::from_millis(200));
     }
-    let r: DecisionReport = src.get_log("/api/log/decisions", |reader| {
+    let r: DecisionReport = src.get_log(routes::LOG_DECISIONS.path, |reader| {
         admin::log_verify_decisions(reader, &mut |done, total| {
             bar.set_length(total);
             bar.set_position(done);
@@ -231,7 +232,7 @@ fn tail_path(p: &TailParams) -> String {
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
     .collect();
-    format!("/api/log/tail?{}", q.join("&"))
+    format!("{}?{}", routes::LOG_TAIL.path, q.join("&"))
 }
 
 fn tail(data: &DataArgs, n: u64, follow: bool, json: bool) -> CliResult {
@@ -455,7 +456,7 @@ fn text_line(seq: u64, ts_ms: u64, event: &Event) -> String {
 }
 
 fn stats(data: &DataArgs, json: bool) -> CliResult {
-    let s: LogStatsView = Source::open(data)?.get_log("/api/log/stats", admin::log_stats)?;
+    let s: LogStatsView = Source::open(data)?.get_log(routes::LOG_STATS.path, admin::log_stats)?;
     let per_event = |b: u64| {
         if s.events == 0 {
             0.0

@@ -67,7 +67,7 @@ enum Command {
     },
     /// What if: rerun the recorded traffic under another routing plan (no provider is called)
     /// and compare cost, success, latency and routes with the recording.
-    Replay(replay::ReplayArgs),
+    Replay(Box<replay::ReplayArgs>),
 }
 
 /// Where the data lives; shared by every command that reads or writes the log.
@@ -121,7 +121,7 @@ pub fn run() -> ExitCode {
         Command::Sessions { command } => report::sessions(command),
         Command::Providers(args) => report::providers(args),
         Command::Projections { command } => report::projections(command),
-        Command::Replay(args) => replay::run(args),
+        Command::Replay(args) => replay::run(*args),
     };
     match result {
         Ok(code) => code,

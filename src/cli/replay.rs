@@ -4,6 +4,7 @@
 //! server that owns the data dir (`POST /api/replay`), or opens the log read-only; both paths
 //! run [`crate::admin::replay`].
 
+use crate::ops::routes;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -98,7 +99,7 @@ pub fn run(args: ReplayArgs) -> CliResult {
         bar.set_message("asking the server to replay");
         bar.enable_steady_tick(Duration::from_millis(200));
     }
-    let report: ReplayReport = src.post("/api/replay", body, |reader| {
+    let report: ReplayReport = src.post(routes::REPLAY.path, body, |reader| {
         admin::replay(reader, &req, &mut |done, total| {
             bar.set_length(total);
             bar.set_position(done);

@@ -18,7 +18,8 @@ use serde::Serialize;
 use super::log::{cost, t};
 use super::source::{Source, api_message, enc};
 use super::{CliResult, DataArgs};
-use crate::admin::{self, CostParams};
+use crate::admin::{self, CostParams, GroupBy, Period};
+use crate::ops::routes;
 use omniroute_core::time::rfc3339_ms;
 
 #[derive(clap::Args)]
@@ -42,18 +43,18 @@ pub enum ReportCommand {
 pub struct CostArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// day, week, month (current UTC calendar period) or session [default: day]
+    /// The current UTC calendar period, or a session's whole life [default: day]
     #[arg(long, conflicts_with_all = ["from", "to"])]
-    period: Option<String>,
+    period: Option<Period>,
     /// Start, as unix ms or a UTC date YYYY-MM-DD (resolved to the hour).
     #[arg(long)]
     from: Option<String>,
     /// End (exclusive) [default: now]
     #[arg(long, requires = "from")]
     to: Option<String>,
-    /// provider, model, combo, key or session
+    /// Group the totals by
     #[arg(long, value_name = "G")]
-    group_by: Option<String>,
+    group_by: Option<GroupBy>,
     /// The session, for `--period session`.
     #[arg(long)]
     session: Option<String>,
@@ -109,10 +110,9 @@ pub fn explain(args: ExplainArgs) -> CliResult {
     // Refuse a malformed id before touching the data dir.
     admin::parse_request_id(&args.id).map_err(api_message)?;
     let src = Source::open(&args.data)?;
-    let x: Explain = src.get_log(
-        &format!("/api/requests/{}/explain", enc(&args.id)),
-        |reader| admin::explain(reader, &args.id),
-    )?;
+    let x: Explain = src.get_log(&routes::EXPLAIN.at(&[&args.id]), |reader| {
+        admin::explain(reader, &args.id)
+    })?;
     print(&x, args.json, render_explain)
 }
 
@@ -137,24 +137,24 @@ pub fn report(cmd: ReportCommand) -> CliResult {
             );
             params.pricing_name = Some(file.display().to_string());
             let body = serde_json::to_value(&params).map_err(|e| e.to_string())?;
-            src.post("/api/usage/cost/reprice", body, |reader| {
+            src.post(routes::REPRICE.path, body, |reader| {
                 admin::reprice(reader, &params, now)
             })?
         }
         None => {
             let mut q = Vec::new();
             for (k, v) in [
-                ("period", &params.period),
-                ("from", &params.from),
-                ("to", &params.to),
-                ("group_by", &params.group_by),
-                ("session", &params.session),
+                ("period", params.period.map(Period::as_str)),
+                ("from", params.from.as_deref()),
+                ("to", params.to.as_deref()),
+                ("group_by", params.group_by.map(GroupBy::as_str)),
+                ("session", params.session.as_deref()),
             ] {
                 if let Some(v) = v {
                     q.push(format!("{k}={}", enc(v)));
                 }
             }
-            src.get(&format!("/api/usage/cost?{}", q.join("&")), |p| {
+            src.get(&format!("{}?{}", routes::COST.path, q.join("&")), |p| {
                 admin::cost(p, &params, now)
             })?
         }
@@ -166,15 +166,13 @@ pub fn sessions(cmd: SessionsCommand) -> CliResult {
     let SessionsCommand::Show { data, id, json } = cmd;
     let src = Source::open(&data)?;
     // Reservations live only in a running server; with none, nothing is reserved.
-    let v: SessionView = src.get(&format!("/api/sessions/{}", enc(&id)), |p| {
-        admin::session(p, &id, 0)
-    })?;
+    let v: SessionView = src.get(&routes::SESSION.at(&[&id]), |p| admin::session(p, &id, 0))?;
     print(&v, json, render_session)
 }
 
 pub fn providers(args: ProvidersArgs) -> CliResult {
     let src = Source::open(&args.data)?;
-    let v: Vec<ProviderView> = src.get("/api/providers/metrics", |p| Ok(admin::providers(p)))?;
+    let v: Vec<ProviderView> = src.get(routes::PROVIDERS.path, |p| Ok(admin::providers(p)))?;
     print(&v, args.json, |v| render_providers(v))
 }
 

@@ -28,11 +28,21 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use axum::body::Bytes;
+use omniroute_core::flow::fold::DecisionReport;
+use omniroute_projections::audit::AuditView;
+use omniroute_projections::cost::Report as CostReport;
+use omniroute_projections::explain::Explain;
+use omniroute_projections::providers::ProviderView;
+use omniroute_projections::sessions::SessionView;
+use omniroute_replay::ReplayReport;
+
 use crate::admin::{self, CostParams, TailParams};
 use crate::engine::{ChatReply, Engine};
 use crate::error::ApiError;
 use crate::mcp::OmniMcp;
 use crate::ops::auth::{self, Caller, Scope};
+use crate::ops::{log, read};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -65,27 +75,30 @@ pub fn app_with(engine: Arc<Engine>, mcp_stop: CancellationToken) -> Router {
             Arc::clone(&engine),
             mcp_caller,
         ));
+    use crate::ops::routes as r;
     Router::new()
         .merge(mcp)
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/models", get(models))
-        .route("/api/health", get(health))
-        .route("/api/sessions/{id}/budget", post(set_budget))
-        .route("/api/sessions/{id}", get(session))
-        .route("/api/requests/{id}/explain", get(explain))
-        .route("/api/usage/cost", get(cost))
-        .route("/api/usage/cost/reprice", post(reprice))
-        .route("/api/providers/metrics", get(providers))
-        .route("/api/combos", get(combos))
-        .route("/api/combos/{id}", patch(patch_combo))
-        .route("/api/audit/stats", get(audit))
-        .route("/api/log/stats", get(log_stats))
-        .route("/api/log/verify", get(log_verify))
-        .route("/api/log/decisions", get(log_decisions))
-        .route("/api/log/tail", get(log_tail))
-        .route("/api/replay", post(replay))
-        .route("/api/keys", get(keys).post(create_key))
-        .route("/api/keys/{id}", axum::routing::delete(revoke_key))
+        .route(r::CHAT.path, post(chat))
+        .route(r::MODELS.path, get(models))
+        .route(r::HEALTH.path, get(health))
+        .route(r::MODEL_CATALOG.path, get(catalog))
+        .route(r::SET_BUDGET.path, post(set_budget))
+        .route(r::SESSION.path, get(session))
+        .route(r::EXPLAIN.path, get(explain))
+        .route(r::COST.path, get(cost))
+        .route(r::REPRICE.path, post(reprice))
+        .route(r::PROVIDERS.path, get(providers))
+        .route(r::COMBOS.path, get(combos))
+        .route(r::PATCH_COMBO.path, patch(patch_combo))
+        .route(r::AUDIT.path, get(audit))
+        .route(r::LOG_STATS.path, get(log_stats))
+        .route(r::LOG_VERIFY.path, get(log_verify))
+        .route(r::LOG_DECISIONS.path, get(log_decisions))
+        .route(r::LOG_TAIL.path, get(log_tail))
+        .route(r::REPLAY.path, post(replay))
+        .route(r::KEYS.path, get(keys))
+        .route(r::CREATE_KEY.path, post(create_key))
+        .route(r::REVOKE_KEY.path, axum::routing::delete(revoke_key))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -271,38 +284,22 @@ async fn chat(
     resp
 }
 
-async fn models(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    allow(&engine, &headers, remote, Scope::ReadModels)?;
-    let cfg = engine.config();
-    let mut data: Vec<Value> = cfg
-        .models
-        .iter()
-        .filter(|m| m.enabled)
-        .map(|m| {
-            let owner = cfg.provider_of(m).map(|p| p.id.as_str()).unwrap_or("");
-            json!({ "id": m.id, "object": "model", "created": 0, "owned_by": owner, "tier": m.tier })
-        })
-        .collect();
-    data.extend(cfg.combos.iter().filter(|c| c.active).map(|c| {
-        json!({ "id": c.id, "object": "model", "created": 0, "owned_by": "omniroute", "combo": true, "strategy": c.strategy })
-    }));
-    Ok(Json(json!({ "object": "list", "data": data })))
+async fn models(op: Op) -> Result<Json<Value>, ApiError> {
+    read::models(&op.engine, &op.caller).map(Json)
+}
+
+async fn catalog(
+    op: Op,
+    q: Result<Query<read::CatalogArgs>, QueryRejection>,
+) -> Result<Json<read::CatalogOut>, ApiError> {
+    read::catalog(&op.engine, &op.caller, &query(q)?).map(Json)
 }
 
 /// 200 while the log is written, 503 (same body) while it cannot be: `"failing"` when requests
 /// are refused meanwhile (`log.on_failure = "refuse"`), `"degraded"` when they are served
 /// unrecorded (`"serve"`). Load balancers and monitors only need the status code.
-async fn health(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    allow(&engine, &headers, remote, Scope::ReadHealth)?;
-    let h = admin::health(&engine);
+async fn health(op: Op) -> Result<Response, ApiError> {
+    let h = read::health(&op.engine, &op.caller)?;
     let code = if h.ok() {
         StatusCode::OK
     } else {
@@ -347,116 +344,80 @@ async fn set_budget(
     Ok(Json(json!({ "session": session, "guard": g })))
 }
 
-// ---- read models (DESIGN.md section 5): loopback or `manage` key; each read first waits until
-// everything recorded so far is folded in, so a request that has finished is always visible ----
+// ---- read models (DESIGN.md section 5) and the log (`omniroute log stats | verify | tail`,
+// `keys` while serving): each handler is one call into the operations layer (`crate::ops`),
+// which checks the caller's scope; the CLI calls the same functions on a data dir no server
+// owns ----
 
-async fn admin_read(
-    engine: &AppState,
-    headers: &HeaderMap,
-    remote: SocketAddr,
-    scope: Scope,
-) -> Result<Caller, ApiError> {
-    let caller = allow(engine, headers, remote, scope)?;
-    engine.settled().await?;
-    Ok(caller)
+/// The engine and the authenticated caller of an admin request (`ops::auth`: the owner token,
+/// a key, or loopback while no key exists). Each operation checks the scopes it needs.
+struct Op {
+    engine: AppState,
+    caller: Caller,
 }
 
-fn reader(engine: &Engine) -> Result<omniroute_core::log::Reader, ApiError> {
-    engine
-        .log()
-        .reader()
-        .map_err(|e| ApiError::Internal(e.to_string()))
+impl axum::extract::FromRequestParts<AppState> for Op {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Op, ApiError> {
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(|| ApiError::Internal("no peer address".into()))?;
+        Ok(Op {
+            engine: Arc::clone(state),
+            caller: caller(state, &parts.headers, remote)?,
+        })
+    }
 }
 
-async fn explain(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
-    let x = admin::explain(&reader(&engine)?, &id)?;
-    Ok(Json(json!(x)))
-}
-
-async fn session(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
-    let reserved = engine.guard(&id).map_or(0, |g| g.reserved_micros);
-    let v = engine
-        .projections
-        .read(|p| admin::session(p, &id, reserved))?;
-    Ok(Json(json!(v)))
-}
-
-fn params(q: Result<Query<CostParams>, QueryRejection>) -> Result<CostParams, ApiError> {
+/// A query string, or a 400 naming what is wrong with it.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(p)| p)
         .map_err(|e| ApiError::bad(format!("invalid query: {}", e.body_text()), None))
 }
 
+/// A JSON body, or a 400 naming what is wrong with it (`what` says what it should be).
+fn body<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(b).map_err(|e| ApiError::bad(format!("invalid {what}: {e}"), None))
+}
+
+async fn explain(op: Op, Path(id): Path<String>) -> Result<Json<Explain>, ApiError> {
+    read::explain(&op.engine, &op.caller, &id).await.map(Json)
+}
+
+async fn session(op: Op, Path(id): Path<String>) -> Result<Json<SessionView>, ApiError> {
+    read::session(&op.engine, &op.caller, &id).await.map(Json)
+}
+
 async fn cost(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    op: Op,
     q: Result<Query<CostParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let p = params(q)?;
-    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
-    let now = omniroute_core::log::now_ms();
-    let r = engine.projections.read(|s| admin::cost(s, &p, now))?;
-    Ok(Json(json!(r)))
-}
-
-async fn reprice(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let p: CostParams = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad(format!("invalid re-pricing body: {e}"), None))?;
-    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
-    let now = omniroute_core::log::now_ms();
-    let e = Arc::clone(&engine);
-    // A whole-log fold: off the runtime.
-    let r = tokio::task::spawn_blocking(move || admin::reprice(&reader(&e)?, &p, now))
+) -> Result<Json<CostReport>, ApiError> {
+    read::cost(&op.engine, &op.caller, &query(q)?)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!(r)))
+        .map(Json)
 }
 
-async fn providers(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote, Scope::ReadHealth).await?;
-    Ok(Json(json!(engine.projections.read(admin::providers))))
+async fn reprice(op: Op, b: Bytes) -> Result<Json<CostReport>, ApiError> {
+    let p = body(&b, "re-pricing body")?;
+    read::reprice(&op.engine, &op.caller, p).await.map(Json)
 }
 
-async fn audit(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote, Scope::ReadUsage).await?;
-    Ok(Json(json!(engine.projections.read(admin::audit))))
+async fn providers(op: Op) -> Result<Json<Vec<ProviderView>>, ApiError> {
+    read::providers(&op.engine, &op.caller).await.map(Json)
 }
 
-async fn combos(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    admin_read(&engine, &headers, remote, Scope::ReadCombos).await?;
-    let cfg = engine.config();
-    Ok(Json(json!(
-        engine.projections.read(|p| admin::combos(p, &cfg))
-    )))
+async fn audit(op: Op) -> Result<Json<AuditView>, ApiError> {
+    read::audit(&op.engine, &op.caller).await.map(Json)
+}
+
+async fn combos(op: Op) -> Result<Json<Vec<admin::ComboView>>, ApiError> {
+    read::combos(&op.engine, &op.caller).await.map(Json)
 }
 
 #[derive(Deserialize)]
@@ -483,147 +444,57 @@ async fn patch_combo(
     engine
         .patch_combo(&id, b.active, b.strategy, &actor)
         .await?;
-    engine.settled().await?;
-    let cfg = engine.config();
-    let view = engine
-        .projections
-        .read(|p| admin::combos(p, &cfg))
+    let caller = caller(&engine, &headers, remote)?;
+    let view = read::combos(&engine, &caller)
+        .await?
         .into_iter()
         .find(|c| c.id == id);
     Ok(Json(json!(view)))
 }
 
-// ---- the log itself (`omniroute log stats | verify | tail`, `keys list` while serving): the
-// same functions the CLI calls on a data dir no server owns ----
-
-/// Runs a whole-log read off the runtime, on a fresh snapshot.
-async fn read_log<T: serde::Serialize + Send + 'static>(
-    engine: &AppState,
-    f: impl FnOnce(&omniroute_core::log::Reader) -> Result<T, ApiError> + Send + 'static,
-) -> Result<Json<Value>, ApiError> {
-    let e = Arc::clone(engine);
-    let v = tokio::task::spawn_blocking(move || f(&reader(&e)?))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!(v)))
+async fn log_stats(op: Op) -> Result<Json<admin::LogStatsView>, ApiError> {
+    log::stats(&op.engine, &op.caller).await.map(Json)
 }
 
-async fn log_stats(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    allow(&engine, &headers, remote, Scope::ReadHealth)?;
-    read_log(&engine, admin::log_stats).await
-}
-
-async fn log_verify(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    allow(&engine, &headers, remote, Scope::ReadHealth)?;
-    read_log(&engine, admin::log_verify).await
+async fn log_verify(op: Op) -> Result<Json<admin::LogVerifyView>, ApiError> {
+    log::verify(&op.engine, &op.caller).await.map(Json)
 }
 
 /// Every recorded decision derived again from the log alone (`log verify --decisions`).
-async fn log_decisions(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    allow(&engine, &headers, remote, Scope::ReadHealth)?;
-    read_log(&engine, |r| admin::log_verify_decisions(r, &mut |_, _| {})).await
+async fn log_decisions(op: Op) -> Result<Json<DecisionReport>, ApiError> {
+    log::decisions(&op.engine, &op.caller).await.map(Json)
 }
 
 /// `?n=N` (the last N), or `?after=SEQ[&limit=L][&wait_ms=W]` to follow: with `wait_ms`, an
 /// answer with nothing after SEQ waits (up to 10 s) for the next commit.
 async fn log_tail(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    op: Op,
     q: Result<Query<TailParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let p = q
-        .map(|Query(p)| p)
-        .map_err(|e| ApiError::bad(format!("invalid query: {}", e.body_text()), None))?;
-    allow(&engine, &headers, remote, Scope::ReadUsage)?;
-    if let (Some(after), Some(wait)) = (p.after, p.wait_ms)
-        && engine.log().committed_seq() <= after
-    {
-        let mut sub = engine.log().subscribe(after);
-        let wait = std::time::Duration::from_millis(wait.min(admin::TAIL_WAIT_MAX_MS));
-        // Either something was committed after `after`, or the wait is over: answer either way.
-        let _ = tokio::time::timeout(wait, sub.next_range()).await;
-    }
-    read_log(&engine, move |r| admin::log_tail(r, &p)).await
+) -> Result<Json<admin::TailView>, ApiError> {
+    let p = query(q)?;
+    log::tail(&op.engine, &op.caller, p).await.map(Json)
 }
 
-/// A what-if replay of the log under another routing plan (body: `ReplayRequest`). A
-/// simulation over the whole log: it runs on a blocking thread like the other log reads.
-async fn replay(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    allow(&engine, &headers, remote, Scope::ReadUsage)?;
-    let req: ReplayRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad(format!("invalid replay body: {e}"), None))?;
-    // A replay keeps a core busy for seconds: one at a time, so admin reads and the request path
-    // keep the other (a second one is told to come back rather than queued behind).
-    static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-    // Held by the blocking job itself, so a client that goes away does not free it early.
-    let running = REPLAYS.try_acquire().map_err(|_| {
-        ApiError::Busy(
-            "a replay is already running on this server; retry when it has finished".into(),
-        )
-    })?;
-    read_log(&engine, move |r| {
-        let _running = running;
-        admin::replay(r, &req, &mut |_, _| {})
-    })
-    .await
+/// A what-if replay of the log under another routing plan (body: `ReplayRequest`).
+async fn replay(op: Op, b: Bytes) -> Result<Json<ReplayReport>, ApiError> {
+    let req: ReplayRequest = body(&b, "replay body")?;
+    log::replay(&op.engine, &op.caller, req).await.map(Json)
 }
 
-async fn keys(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    allow(&engine, &headers, remote, Scope::Owner)?;
-    read_log(&engine, admin::keys).await
+async fn keys(op: Op) -> Result<Json<Vec<admin::KeyView>>, ApiError> {
+    log::keys(&op.engine, &op.caller).await.map(Json)
 }
 
 /// Creates a key (owner only); the answer holds the key, shown this once.
-async fn create_key(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    allow(&engine, &headers, remote, Scope::Owner)?;
-    let b: admin::NewKey = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad(
-            format!("invalid key body: {e}; send {{\"name\": \"...\", \"scopes\": [\"read:*\"]}}"),
-            None,
-        )
-    })?;
-    let (key, entry) = engine.create_key(&b.name, b.scopes).await?;
-    Ok(Json(json!(admin::CreatedKey {
-        key,
-        view: entry.into(),
-    })))
+async fn create_key(op: Op, b: Bytes) -> Result<Json<admin::CreatedKey>, ApiError> {
+    let new = body(
+        &b,
+        "key body (send {\"name\": \"...\", \"scopes\": [\"read:*\"]})",
+    )?;
+    log::create_key(&op.engine, &op.caller, new).await.map(Json)
 }
 
 /// Revokes the key whose id starts with `id` (owner only): it stops working at once.
-async fn revoke_key(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let actor = allow(&engine, &headers, remote, Scope::Owner)?.actor();
-    let k = engine.revoke_key(&id, &actor).await?;
-    Ok(Json(json!(admin::KeyView::from(k))))
+async fn revoke_key(op: Op, Path(id): Path<String>) -> Result<Json<admin::KeyView>, ApiError> {
+    log::revoke_key(&op.engine, &op.caller, &id).await.map(Json)
 }

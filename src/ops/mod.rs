@@ -6,7 +6,9 @@ pub mod audit;
 pub mod auth;
 pub mod control;
 pub mod execute;
+pub mod log;
 pub mod read;
+pub mod routes;
 
 /// Writes `bytes` to a new `file` readable by this user only (mode 0600), replacing one left by
 /// an earlier run (removed first, so the new file is created with the mode): secrets in the data

@@ -10,7 +10,12 @@ use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::admin::{self, HealthView};
+use omniroute_projections::audit::AuditView;
+use omniroute_projections::cost::Report as CostReport;
+use omniroute_projections::providers::ProviderView;
+use omniroute_projections::sessions::SessionView;
+
+use crate::admin::{self, CostParams, HealthView};
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::ops::auth::{Caller, Scope};
@@ -243,4 +248,88 @@ pub async fn blocking<T: Send + 'static>(
 pub fn json(v: impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(v)
         .map_err(|e| ApiError::Internal(format!("cannot encode the answer: {e}")))
+}
+
+/// `GET /api/combos`: every combo with its metrics.
+pub async fn combos(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+) -> Result<Vec<admin::ComboView>, ApiError> {
+    caller.require(&[Scope::ReadCombos])?;
+    engine.settled().await?;
+    let cfg = engine.config();
+    Ok(engine.projections.read(|p| admin::combos(p, &cfg)))
+}
+
+/// `GET /api/sessions/{id}`, `omniroute_get_session_snapshot`: the sessions read model, with
+/// what the session's guard holds reserved right now.
+pub async fn session(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    id: &str,
+) -> Result<SessionView, ApiError> {
+    caller.require(&[Scope::ReadUsage])?;
+    engine.settled().await?;
+    let reserved = engine.guard(id).map_or(0, |g| g.reserved_micros);
+    engine.projections.read(|p| admin::session(p, id, reserved))
+}
+
+/// `GET /api/usage/cost`, `omniroute_cost_report`: the cost read model over a period.
+pub async fn cost(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    params: &CostParams,
+) -> Result<CostReport, ApiError> {
+    caller.require(&[Scope::ReadUsage])?;
+    engine.settled().await?;
+    let now = omniroute_core::log::now_ms();
+    engine.projections.read(|p| admin::cost(p, params, now))
+}
+
+/// `POST /api/usage/cost/reprice`: the whole log folded again with another config's prices.
+pub async fn reprice(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    params: CostParams,
+) -> Result<CostReport, ApiError> {
+    caller.require(&[Scope::ReadUsage])?;
+    engine.settled().await?;
+    let now = omniroute_core::log::now_ms();
+    blocking(engine, move |r| admin::reprice(r, &params, now)).await
+}
+
+/// `GET /api/providers/metrics`: the providers read model.
+pub async fn providers(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+) -> Result<Vec<ProviderView>, ApiError> {
+    caller.require(&[Scope::ReadHealth])?;
+    engine.settled().await?;
+    Ok(engine.projections.read(admin::providers))
+}
+
+/// `GET /api/audit/stats`, `omniroute_audit_stats`: the audit read model.
+pub async fn audit(engine: &Arc<Engine>, caller: &Caller) -> Result<AuditView, ApiError> {
+    caller.require(&[Scope::ReadUsage])?;
+    engine.settled().await?;
+    Ok(engine.projections.read(admin::audit))
+}
+
+/// `GET /v1/models`: the enabled models and active combos, in the OpenAI list shape.
+pub fn models(engine: &Engine, caller: &Caller) -> Result<Value, ApiError> {
+    caller.require(&[Scope::ReadModels])?;
+    let cfg = engine.config();
+    let mut data: Vec<Value> = cfg
+        .models
+        .iter()
+        .filter(|m| m.enabled)
+        .map(|m| {
+            let owner = cfg.provider_of(m).map(|p| p.id.as_str()).unwrap_or("");
+            serde_json::json!({ "id": m.id, "object": "model", "created": 0, "owned_by": owner, "tier": m.tier })
+        })
+        .collect();
+    data.extend(cfg.combos.iter().filter(|c| c.active).map(|c| {
+        serde_json::json!({ "id": c.id, "object": "model", "created": 0, "owned_by": "omniroute", "combo": true, "strategy": c.strategy })
+    }));
+    Ok(serde_json::json!({ "object": "list", "data": data }))
 }
