@@ -258,6 +258,12 @@ pub struct TargetHealth {
     /// `closed`, `open` or `half_open`.
     #[schemars(with = "String")]
     pub circuit: CircuitState,
+    /// While the target cools down after a rate limit: no new attempt before this time (unix
+    /// ms), and how long that is from now.
+    pub cooldown_until_ms: Option<u64>,
+    pub cooldown_remaining_ms: Option<u64>,
+    /// Attempts running on it now.
+    pub in_flight: u32,
 }
 
 pub fn health(engine: &Engine) -> HealthView {
@@ -273,12 +279,15 @@ pub fn health(engine: &Engine) -> HealthView {
             hash: h.hash.to_string(),
         });
     let targets = engine
-        .circuits()
+        .targets()
         .into_iter()
-        .map(|(provider, model, circuit)| TargetHealth {
-            provider,
-            model,
-            circuit,
+        .map(|t| TargetHealth {
+            provider: t.provider,
+            model: t.model,
+            circuit: t.circuit,
+            cooldown_until_ms: t.cooldown_until_ms,
+            cooldown_remaining_ms: t.cooldown_remaining_ms,
+            in_flight: t.in_flight,
         })
         .collect();
     let status = match (log.failing || log.closed, on_failure) {

@@ -11,7 +11,13 @@ use serde_json::{Value, json};
 use support::mcp::{Mcp, error_text};
 use support::*;
 
-const TOOLS: [&str; 4] = [
+const TOOLS: [&str; 10] = [
+    "omniroute_get_combo_metrics",
+    "omniroute_cost_report",
+    "omniroute_get_session_snapshot",
+    "omniroute_replay_strategy",
+    "omniroute_verify_log",
+    "omniroute_audit_stats",
     "omniroute_get_health",
     "omniroute_list_combos",
     "omniroute_explain_route",
@@ -328,5 +334,187 @@ async fn delete_ends_an_mcp_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "an ended session is unknown");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_usage_and_log_tools_answer_from_the_read_models_and_the_log() {
+    let a = Fake::start(vec![], Step::ok("hi from a")).await;
+    let b = Fake::start(vec![], Step::ok("hi from b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let resp = Gateway::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-omniroute-session", "s-42")
+            .json(&json!({ "model": "ab", "messages": user("hello") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        ids.push(rid(&resp));
+    }
+    for id in &ids {
+        gw.completed(id).await;
+    }
+    let mcp = Mcp::connect(&gw, None).await;
+
+    let c = mcp
+        .ok("omniroute_get_combo_metrics", json!({ "comboId": "ab" }))
+        .await;
+    assert_eq!(c["id"], "ab", "{c}");
+    assert_eq!(c["metrics"]["requests"], 3, "{c}");
+    let e = mcp
+        .err("omniroute_get_combo_metrics", json!({ "comboId": "nope" }))
+        .await;
+    assert!(e.contains("the combos are: ab"), "{e}");
+
+    let cost = mcp
+        .ok(
+            "omniroute_cost_report",
+            json!({ "period": "day", "groupBy": "model" }),
+        )
+        .await;
+    assert_eq!(cost["total"]["requests"], 3, "{cost}");
+    assert_eq!(cost["total"]["unpriced_requests"], 0, "{cost}");
+    assert_eq!(cost["groups"][0]["name"], "model-a", "{cost}");
+    // The price is real: 10 input tokens at $1/M and 5 output at $2/M, three times.
+    assert_eq!(cost["total"]["cost_micros"], 60, "{cost}");
+    let e = mcp
+        .err("omniroute_cost_report", json!({ "period": "fortnight" }))
+        .await;
+    assert!(e.contains("fortnight") && e.contains("week"), "{e}");
+
+    let s = mcp
+        .ok(
+            "omniroute_get_session_snapshot",
+            json!({ "sessionId": "s-42" }),
+        )
+        .await;
+    assert_eq!(s["requests"], 3, "{s}");
+    let e = mcp
+        .err(
+            "omniroute_get_session_snapshot",
+            json!({ "sessionId": "nobody" }),
+        )
+        .await;
+    assert!(e.contains("no session"), "{e}");
+
+    let v = mcp.ok("omniroute_verify_log", json!({})).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["chain"]["events"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["decisions"].is_null(), "{v}");
+    let v = mcp
+        .ok("omniroute_verify_log", json!({ "decisions": true }))
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["decisions"]["decisions"], 3, "{v}");
+    assert_eq!(v["decisions"]["reproduced"], 3, "{v}");
+
+    // The recorded plan replayed: every route as recorded. Another strategy: a report too.
+    let r = mcp
+        .ok(
+            "omniroute_replay_strategy",
+            json!({ "strategy": "priority", "combo": "ab" }),
+        )
+        .await;
+    assert!(r.is_object() && r.get("recorded").is_some(), "{r}");
+    let r2 = mcp
+        .ok(
+            "omniroute_replay_strategy",
+            json!({ "strategy": "round-robin", "seed": 7 }),
+        )
+        .await;
+    assert_ne!(r, r2);
+    let e = mcp
+        .err(
+            "omniroute_replay_strategy",
+            json!({ "strategy": "psychic" }),
+        )
+        .await;
+    assert!(e.contains("psychic"), "{e}");
+
+    // The calls above are in the audit read model, per tool.
+    let audit = mcp.ok("omniroute_audit_stats", json!({})).await;
+    let text = audit.to_string();
+    assert!(
+        text.contains("omniroute_cost_report") && text.contains("omniroute_replay_strategy"),
+        "{audit}"
+    );
+    mcp.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn health_shows_a_rate_limited_targets_cooldown() {
+    let a = Fake::start(
+        vec![Step::Json {
+            status: 429,
+            body: json!({ "error": { "message": "slow down", "type": "rate_limit" } }),
+            retry_after: Some("120".into()),
+            delay: std::time::Duration::ZERO,
+        }],
+        Step::ok("a"),
+    )
+    .await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let mcp = Mcp::connect(&gw, None).await;
+    let before = mcp.ok("omniroute_get_health", json!({})).await;
+    assert!(
+        before["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["cooldown_until_ms"].is_null()),
+        "{before}"
+    );
+    let resp = gw
+        .chat(json!({ "model": "ab", "messages": user("hello") }))
+        .await;
+    assert_eq!(resp.status(), 200, "b serves it");
+    gw.completed(&rid(&resp)).await;
+    let h = mcp.ok("omniroute_get_health", json!({})).await;
+    let t = h["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["model"] == "model-a")
+        .unwrap()
+        .clone();
+    let left = t["cooldown_remaining_ms"].as_u64().unwrap();
+    assert!(left > 100_000 && left <= 120_000, "{t}");
+    assert!(t["cooldown_until_ms"].as_u64().is_some(), "{t}");
+    mcp.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_fails_on_its_next_mcp_call() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let (key, entry) = gw
+        .engine
+        .create_key("agent", vec!["read:*".into()])
+        .await
+        .unwrap();
+    let mcp = Mcp::connect(&gw, Some(&key)).await;
+    mcp.ok("omniroute_get_health", json!({})).await;
+    gw.engine
+        .revoke_key(&entry.id.to_string(), "test")
+        .await
+        .unwrap();
+    // Same MCP session, next call: the gateway authenticates every request, so it is refused
+    // before rmcp sees it.
+    let r = mcp
+        .client
+        .call_tool(rmcp::model::CallToolRequestParams::new(
+            "omniroute_get_health",
+        ))
+        .await;
+    let e = format!("{r:?}");
+    assert!(r.is_err(), "{e}");
+    assert!(e.contains("401") || e.contains("revoked"), "{e}");
     gw.stop().await;
 }

@@ -44,6 +44,12 @@ impl KeyStore {
             .unwrap_or(true)
     }
 
+    /// Whether a key was ever created (revoked ones count: revoking the last key must not
+    /// reopen anonymous loopback access that creating keys closed).
+    pub fn any(&self) -> bool {
+        self.keys.read().map(|k| !k.is_empty()).unwrap_or(true)
+    }
+
     /// Every key, revoked ones included.
     pub fn all(&self) -> Vec<KeyEntry> {
         self.keys.read().map(|k| k.clone()).unwrap_or_default()

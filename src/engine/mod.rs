@@ -186,6 +186,21 @@ fn startup_config(
     })
 }
 
+/// One target's live state (`Engine::targets`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetState {
+    pub provider: String,
+    pub model: String,
+    pub circuit: omniroute_core::event::CircuitState,
+    /// No new attempts before this time (unix ms; a rate limit's Retry-After or the default
+    /// cooldown), while it lies ahead.
+    pub cooldown_until_ms: Option<u64>,
+    /// ... and how long that is from now.
+    pub cooldown_remaining_ms: Option<u64>,
+    /// Attempts running on it now.
+    pub in_flight: u32,
+}
+
 impl Engine {
     /// Starts an engine on an open log with the system clock.
     pub async fn start(config: Config, source: &str, log: Log) -> Result<Arc<Engine>, String> {
@@ -568,6 +583,14 @@ impl Engine {
 
     /// Each target's circuit state, for `/api/health`.
     pub fn circuits(&self) -> Vec<(String, String, omniroute_core::event::CircuitState)> {
+        self.targets()
+            .into_iter()
+            .map(|t| (t.provider, t.model, t.circuit))
+            .collect()
+    }
+
+    /// Each target's live state in Health, at the engine clock's now.
+    pub fn targets(&self) -> Vec<TargetState> {
         let cfg = self.config();
         let seq = lock(&self.seq);
         let health = &seq.state.health;
@@ -575,13 +598,18 @@ impl Engine {
         cfg.models
             .iter()
             .map(|m| {
-                let state = health
-                    .model_index(&m.id)
-                    .and_then(|i| health.target(i))
-                    .map(|t| t.breaker.state_at(now, health.resilience()))
-                    .unwrap_or(omniroute_core::event::CircuitState::Closed);
-                let provider = cfg.provider_of(m).map(|p| p.id.clone()).unwrap_or_default();
-                (provider, m.id.clone(), state)
+                let t = health.model_index(&m.id).and_then(|i| health.target(i));
+                let cooling = t.map(|t| t.cooldown_until_ms).filter(|&until| until > now);
+                TargetState {
+                    provider: cfg.provider_of(m).map(|p| p.id.clone()).unwrap_or_default(),
+                    model: m.id.clone(),
+                    circuit: t
+                        .map(|t| t.breaker.state_at(now, health.resilience()))
+                        .unwrap_or(omniroute_core::event::CircuitState::Closed),
+                    cooldown_until_ms: cooling,
+                    cooldown_remaining_ms: cooling.map(|u| u - now),
+                    in_flight: t.map_or(0, |t| t.in_flight),
+                }
             })
             .collect()
     }

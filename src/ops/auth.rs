@@ -3,7 +3,8 @@
 //! While no key exists, loopback callers are the owner and hold every scope: zero-config stays
 //! zero-config. Once any key exists, every caller of the admin API (and of `/v1`) needs a key
 //! whose scopes grant what it calls, loopback included: a reverse proxy on the same host no longer
-//! makes every client an admin. The owner token is the exception: `serve` writes a random token
+//! makes every client an admin. A revoked key still counts as existing: revoking the last key
+//! must not reopen the anonymous access that creating keys closed. The owner token is the exception: `serve` writes a random token
 //! into the data dir (`admin.token`, readable only by its user), and whoever can read it (the
 //! CLI on that data dir) is the owner. Scopes come from the key alone, never from the request.
 
@@ -172,7 +173,7 @@ pub fn authenticate(
     {
         return Ok(Caller::owner("owner (data dir token)", loopback));
     }
-    if !keys.any_active() {
+    if !keys.any() {
         if loopback {
             return Ok(Caller::owner("owner (loopback, no keys)", true));
         }

@@ -101,3 +101,86 @@ pub async fn revoke_key(
     caller.require(&[Scope::Owner])?;
     Ok(engine.revoke_key(id, &caller.actor()).await?.into())
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, rmcp::schemars::JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyArgs {
+    /// Also derive every recorded routing decision again from the log alone and compare (a
+    /// whole-log fold: seconds on a large log).
+    #[serde(default)]
+    pub decisions: bool,
+}
+
+/// `omniroute_verify_log`: the chain, and the decisions' fidelity when asked.
+#[derive(Debug, serde::Serialize, serde::Deserialize, rmcp::schemars::JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct VerifyOut {
+    /// Whether the chain holds from seq 1 to the head (and, when checked, every decision
+    /// derives again to the recorded one).
+    pub ok: bool,
+    /// `GET /api/log/verify`: records checked, head, and the first break if any.
+    pub chain: crate::ops::read::Answer,
+    /// `GET /api/log/decisions` (only with `decisions: true`).
+    pub decisions: Option<crate::ops::read::Answer>,
+}
+
+pub async fn verify_all(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    args: VerifyArgs,
+) -> Result<VerifyOut, ApiError> {
+    use crate::ops::read::Answer;
+    let chain = verify(engine, caller).await?;
+    let mut ok = chain.broken.is_none();
+    let decisions = if args.decisions {
+        let d = decisions(engine, caller).await?;
+        ok &= d.divergences == 0;
+        Some(Answer::of(d)?)
+    } else {
+        None
+    };
+    Ok(VerifyOut {
+        ok,
+        chain: Answer::of(chain)?,
+        decisions,
+    })
+}
+
+/// `omniroute_replay_strategy`: what the recorded traffic would have done under another plan.
+#[derive(Debug, serde::Serialize, serde::Deserialize, rmcp::schemars::JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplayArgs {
+    /// The strategy to replay under: `priority`, `weighted`, `round-robin`, `least-latency`,
+    /// `cost`, `least-busy`, `auto` or `tiered`.
+    pub strategy: Option<String>,
+    /// Only change this combo (every combo when absent).
+    pub combo: Option<String>,
+    /// Target weights for `weighted`, by model id: `{"gpt-4o": 3, "claude": 1}`.
+    #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, u32>,
+    /// Only requests from this time: unix ms or a UTC date `YYYY-MM-DD`.
+    pub from: Option<String>,
+    /// Only requests before this time.
+    pub to: Option<String>,
+    /// Seed of the simulation's draws (same seed, same report). [default: 0]
+    pub seed: Option<u64>,
+    /// Runs with seeds seed..seed+runs, for the spread of each difference. [default: 1]
+    pub runs: Option<u32>,
+}
+
+impl From<ReplayArgs> for ReplayRequest {
+    fn from(a: ReplayArgs) -> ReplayRequest {
+        ReplayRequest {
+            strategy: a.strategy,
+            combo: a.combo,
+            weights: a.weights,
+            from: a.from,
+            to: a.to,
+            seed: a.seed,
+            runs: a.runs,
+            ..ReplayRequest::default()
+        }
+    }
+}

@@ -333,3 +333,86 @@ pub fn models(engine: &Engine, caller: &Caller) -> Result<Value, ApiError> {
     }));
     Ok(serde_json::json!({ "object": "list", "data": data }))
 }
+
+/// A read model or report as a JSON object: the same JSON the admin API answers with (its fields
+/// are documented in `docs/`); its schema is an open object.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Answer(pub Value);
+
+impl JsonSchema for Answer {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Answer".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "The admin API's JSON answer for the same question."
+        })
+    }
+}
+
+impl Answer {
+    pub fn of(v: impl Serialize) -> Result<Answer, ApiError> {
+        json(v).map(Answer)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComboArgs {
+    /// The combo's id (as in `omniroute_list_combos`).
+    pub combo_id: String,
+}
+
+/// `omniroute_get_combo_metrics`: one combo as `GET /api/combos` shows it (strategy, active,
+/// targets, and its metrics from the combos read model).
+pub async fn combo(engine: &Arc<Engine>, caller: &Caller, id: &str) -> Result<Answer, ApiError> {
+    let all = combos(engine, caller).await?;
+    let valid: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
+    let c = all.into_iter().find(|c| c.id == id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no combo {id:?} in the config; the combos are: {}",
+            valid.join(", ")
+        ))
+    })?;
+    Answer::of(c)
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostArgs {
+    /// The current UTC calendar period, or a session's whole life (with `session`); leave out
+    /// with `from`/`to`. [default: day]
+    pub period: Option<admin::Period>,
+    /// Group the totals by.
+    pub group_by: Option<admin::GroupBy>,
+    /// Start: unix ms or a UTC date `YYYY-MM-DD` (instead of `period`).
+    pub from: Option<String>,
+    /// End (exclusive): unix ms or a UTC date. [default: now]
+    pub to: Option<String>,
+    /// The session, for `period: "session"`.
+    pub session: Option<String>,
+}
+
+impl From<CostArgs> for CostParams {
+    fn from(a: CostArgs) -> CostParams {
+        CostParams {
+            period: a.period,
+            from: a.from,
+            to: a.to,
+            group_by: a.group_by,
+            session: a.session,
+            pricing_toml: None,
+            pricing_name: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionArgs {
+    /// The session id (the `x-omniroute-session` header of its requests).
+    pub session_id: String,
+}
