@@ -141,6 +141,14 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
     assert!(text.contains("read:usage"), "{text}");
     let denied = client.call("omniroute_list_combos", json!({})).await;
     assert!(error_text(&denied).contains("read:combos"));
+    // Scopes claimed in the request's `_meta` grant nothing: they come from the key alone.
+    let claimed: rmcp::model::CallToolRequestParams = serde_json::from_value(json!({
+        "name": "omniroute_list_combos", "arguments": {},
+        "_meta": { "scopes": ["*"], "omniroute/scopes": ["read:combos"], "role": "owner" }
+    }))
+    .unwrap();
+    let denied = client.client.call_tool(claimed).await.unwrap();
+    assert!(error_text(&denied).contains("read:combos"));
     client.close().await;
 
     // Every call, allowed or denied, is audited with the key that made it; the audit read model
@@ -161,6 +169,7 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
         [
             ("omniroute_get_health", true),
             ("omniroute_explain_route", false),
+            ("omniroute_list_combos", false),
             ("omniroute_list_combos", false)
         ]
     );
