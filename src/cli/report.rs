@@ -119,15 +119,13 @@ pub fn explain(args: ExplainArgs) -> CliResult {
 pub fn report(cmd: ReportCommand) -> CliResult {
     let ReportCommand::Cost(a) = cmd;
     let src = Source::open(&a.data)?;
-    let mut params = CostParams {
+    let mut params = CostParams::from(crate::ops::read::CostArgs {
         period: a.period,
+        group_by: a.group_by,
         from: a.from,
         to: a.to,
-        group_by: a.group_by,
         session: a.session,
-        pricing_toml: None,
-        pricing_name: None,
-    };
+    });
     let now = omniroute_core::log::now_ms();
     let report: Report = match &a.pricing {
         Some(file) => {
