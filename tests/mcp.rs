@@ -152,7 +152,37 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
     client.close().await;
 
     // Every call, allowed or denied, is audited with the key that made it; the audit read model
-    // counts them.
+    // counts them, denials apart, per tool and per caller.
+    let (admin_key, _) = gw
+        .engine
+        .create_key("admin", vec!["*".into()])
+        .await
+        .unwrap();
+    let admin = Mcp::connect(&gw, Some(&admin_key)).await;
+    let stats = admin.ok("omniroute_audit_stats", json!({})).await;
+    let tool = |name: &str| {
+        stats["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tool"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {stats}"))
+    };
+    assert_eq!(tool("omniroute_list_combos")["calls"], 2, "{stats}");
+    assert_eq!(tool("omniroute_list_combos")["denied"], 2, "{stats}");
+    assert_eq!(tool("omniroute_get_health")["denied"], 0, "{stats}");
+    let monitor_id = omniroute_core::event::Hash32::of(health_only.as_bytes()).to_string();
+    let by_monitor = stats["callers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tool"] == monitor_id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no caller {monitor_id} in {stats}"));
+    assert_eq!(by_monitor["calls"], 4, "{stats}");
+    assert_eq!(by_monitor["denied"], 3, "{stats}");
+    admin.close().await;
     gw.stop().await;
     let monitor = omniroute_core::event::Hash32::of(health_only.as_bytes());
     let calls: Vec<_> = gw
@@ -163,7 +193,11 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
             _ => None,
         })
         .collect();
-    let seen: Vec<(&str, bool)> = calls.iter().map(|t| (t.tool.as_str(), t.ok)).collect();
+    let seen: Vec<(&str, bool)> = calls
+        .iter()
+        .filter(|t| t.caller_key_id == Some(monitor))
+        .map(|t| (t.tool.as_str(), t.ok))
+        .collect();
     assert_eq!(
         seen,
         [
@@ -173,11 +207,11 @@ async fn scopes_come_from_the_key_and_keys_end_anonymous_access() {
             ("omniroute_list_combos", false)
         ]
     );
-    assert!(
-        calls
-            .iter()
-            .all(|t| t.caller_key_id == Some(monitor) && t.scopes == ["read:health"])
-    );
+    let calls: Vec<_> = calls
+        .into_iter()
+        .filter(|t| t.caller_key_id == Some(monitor))
+        .collect();
+    assert!(calls.iter().all(|t| t.scopes == ["read:health"]));
     let explain = &calls[1];
     assert!(
         explain.args_preview.contains("01ARZ3NDEKTSV4RRFFQ69G5FAV"),

@@ -32,7 +32,7 @@ pub const CHECKPOINT: &str = "projections";
 
 /// Bumped whenever a read model's state changes shape; an older checkpoint is then ignored and the
 /// set is refolded from seq 1.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -24,6 +24,8 @@ use rmcp::{Json, RoleServer, ServerHandler, tool_handler};
 use serde::Serialize;
 use serde_json::Value;
 
+use omniroute_projections::audit::DENIED;
+
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::ops::audit;
@@ -82,7 +84,11 @@ impl OmniMcp {
         let args_v = serde_json::to_value(&args).unwrap_or(Value::Null);
         let result = run(Arc::clone(&self.engine), caller.clone(), args)
             .await
-            .map_err(|e| e.message());
+            .map_err(|e| match e {
+                // Counted apart by the audit read model.
+                ApiError::Forbidden(_) => format!("{DENIED}{}", e.message()),
+                e => e.message(),
+            });
         let out = match &result {
             Ok(v) => Ok(serde_json::to_value(v).unwrap_or(Value::Null)),
             Err(e) => Err(e.as_str()),
