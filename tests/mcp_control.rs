@@ -70,6 +70,23 @@ async fn switching_a_combo_is_recorded_seen_and_enforced() {
     for t in TOOLS {
         assert!(mcp.tool(t).output_schema.is_some(), "{t}");
     }
+    // Closed sets are enums in the input schemas, so an agent sees the valid values.
+    for (tool, values) in [
+        (
+            "omniroute_set_routing_strategy",
+            ["priority", "round-robin", "tiered"],
+        ),
+        ("omniroute_set_budget_guard", ["block", "degrade", "alert"]),
+        (
+            "omniroute_set_resilience_profile",
+            ["aggressive", "balanced", "conservative"],
+        ),
+    ] {
+        let schema = serde_json::to_string(&mcp.tool(tool).input_schema).unwrap();
+        for v in values {
+            assert!(schema.contains(&format!("\"{v}\"")), "{tool}: {schema}");
+        }
+    }
 
     let before = gw.engine.config().version().to_string();
     let out = mcp
@@ -231,12 +248,9 @@ async fn a_strategy_and_weights_change_the_next_route() {
                 ),
         )
         .await;
-    let text = match r {
-        Ok(r) => support::mcp::error_text(&r),
-        Err(e) => e.to_string(),
-    };
+    let text = support::mcp::error_text(&r.unwrap());
     assert!(
-        text.contains("fastest") && text.contains("round-robin"),
+        text.contains("strategy: unknown variant `fastest`") && text.contains("round-robin"),
         "{text}"
     );
     assert_eq!(gw.engine.config().version(), version);
@@ -285,6 +299,16 @@ async fn a_resilience_profile_changes_how_often_a_failing_target_is_retried() {
 
     let h = mcp.ok("omniroute_get_health", json!({})).await;
     assert_eq!(h["config_version"], out["config_version"]);
+    let e = mcp
+        .err(
+            "omniroute_set_resilience_profile",
+            json!({ "profile": "reckless" }),
+        )
+        .await;
+    assert!(
+        e.contains("profile: unknown variant") && e.contains("conservative"),
+        "{e}"
+    );
     let changes = config_changes(&gw);
     assert_eq!(changes.len(), 2);
     assert!(
@@ -381,6 +405,10 @@ async fn a_budget_guard_set_over_mcp_is_what_the_gateway_enforces() {
         (
             json!({ "sessionId": "", "maxCostUsd": 1.0, "action": "block" }),
             "sessionId",
+        ),
+        (
+            json!({ "sessionId": "x", "maxCostUsd": 1.0, "action": "panic" }),
+            "action: unknown variant",
         ),
     ] {
         let e = mcp.err("omniroute_set_budget_guard", args.clone()).await;

@@ -78,6 +78,7 @@ pub struct SetRoutingStrategyArgs {
     /// The combo's id (as `omniroute_list_combos` lists it).
     pub combo_id: String,
     /// The strategy the combo routes with from the next request on.
+    #[serde(deserialize_with = "strategy_field")]
     pub strategy: StrategyName,
     /// Only with `weighted`: `{modelId: weight}` for targets of the combo (targets left out keep
     /// their weight); at least one target must end with a weight above 0.
@@ -150,6 +151,7 @@ pub struct SetBudgetGuardArgs {
     /// The session's spending limit in USD, 0 or more.
     pub max_cost_usd: f64,
     /// What happens to a request that would pass the limit.
+    #[serde(deserialize_with = "action_field")]
     pub action: BudgetActionName,
     /// The highest model tier (0 to 3) a `degrade` guard routes to; required with `degrade`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,6 +208,7 @@ impl ProfileName {
 #[serde(rename_all = "camelCase")]
 pub struct SetResilienceArgs {
     /// The profile to apply to the running gateway.
+    #[serde(deserialize_with = "profile_field")]
     pub profile: ProfileName,
 }
 
@@ -300,6 +303,29 @@ pub struct Remaining {
     pub requests: Option<f64>,
     pub tokens: Option<f64>,
     pub usd: Option<f64>,
+}
+
+/// A closed-set argument whose error names its field: serde's own message for an unknown enum
+/// variant lists the valid values but not which argument was wrong.
+fn named_field<'de, D, T>(d: D, field: &str) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    serde_json::from_value(v).map_err(|e| serde::de::Error::custom(format!("{field}: {e}")))
+}
+
+fn strategy_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StrategyName, D::Error> {
+    named_field(d, "strategy")
+}
+
+fn action_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BudgetActionName, D::Error> {
+    named_field(d, "action")
+}
+
+fn profile_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ProfileName, D::Error> {
+    named_field(d, "profile")
 }
 
 /// `omniroute_switch_combo`: activates or deactivates a combo (`ComboSwitched`).
