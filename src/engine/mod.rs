@@ -147,6 +147,19 @@ fn field_changes(changes: Vec<config::FieldChange>) -> Vec<ConfigFieldChange> {
         .collect()
 }
 
+/// The combo `id` of `cfg`, to change.
+fn combo_mut<'a>(cfg: &'a mut Config, id: &str) -> Result<&'a mut config::Combo, ApiError> {
+    let known: Vec<String> = cfg.combos.iter().map(|c| c.id.clone()).collect();
+    cfg.combo_index(id)
+        .and_then(|i| cfg.combos.get_mut(i))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no combo {id:?} in the config; combos: {}",
+                known.join(", ")
+            ))
+        })
+}
+
 /// The config a start-up serves, and what it carried over: the file wins on every field it
 /// changed since the last start; runtime changes to other fields are kept (`config::carry_over`).
 struct StartupConfig {
@@ -788,26 +801,117 @@ impl Engine {
                 None,
             ));
         }
-        // One control write at a time, so the next one starts from the config version the log
-        // holds.
-        let _serial = self.control.lock().await;
-        let current = self.config();
-        let mut cfg = Config::clone(&current);
-        let ci = cfg
-            .combo_index(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no combo {id:?} in the config")))?;
-        let mut kind = ConfigChangeKind::ComboSwitched;
-        if let Some(c) = cfg.combos.get_mut(ci) {
+        let kind = if active.is_some() {
+            ConfigChangeKind::ComboSwitched
+        } else {
+            ConfigChangeKind::StrategySet
+        };
+        self.change_config(actor, kind, |cfg| {
+            let c = combo_mut(cfg, id)?;
             if let Some(a) = active {
                 c.active = a;
             }
             if let Some(s) = strategy {
                 c.strategy = s;
-                if active.is_none() {
-                    kind = ConfigChangeKind::StrategySet;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets a combo's routing strategy and, for `weighted`, its targets' weights (`{model id:
+    /// weight}`; targets not named keep theirs), as one recorded change (`StrategySet`). Weights
+    /// naming a model that is not a target, weights that would all be 0, or weights given for a
+    /// strategy that does not use them are refused with the valid targets.
+    pub async fn set_combo_routing(
+        &self,
+        id: &str,
+        strategy: Strategy,
+        weights: Option<&std::collections::BTreeMap<String, u32>>,
+        actor: &str,
+    ) -> Result<Arc<Config>, ApiError> {
+        self.change_config(actor, ConfigChangeKind::StrategySet, |cfg| {
+            let models: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
+            let c = combo_mut(cfg, id)?;
+            c.strategy = strategy;
+            let Some(weights) = weights else {
+                return Ok(());
+            };
+            let names: Vec<&str> = c
+                .targets
+                .iter()
+                .filter_map(|t| models.get(t.model).map(String::as_str))
+                .collect();
+            if strategy != Strategy::Weighted {
+                return Err(ApiError::bad(
+                    format!(
+                        "weights: only the weighted strategy uses target weights; omit weights, \
+                         or set strategy \"weighted\" (targets of {id:?}: {})",
+                        names.join(", ")
+                    ),
+                    Some("weights"),
+                ));
+            }
+            for (model, w) in weights {
+                let Some(i) = names.iter().position(|n| n == model) else {
+                    return Err(ApiError::bad(
+                        format!(
+                            "weights: {model:?} is not a target of combo {id:?}; valid targets: {}",
+                            names.join(", ")
+                        ),
+                        Some("weights"),
+                    ));
+                };
+                if let Some(t) = c.targets.get_mut(i) {
+                    t.weight = *w;
                 }
             }
-        }
+            if c.targets.iter().all(|t| t.weight == 0) {
+                return Err(ApiError::bad(
+                    format!(
+                        "weights: every target of {id:?} would have weight 0; give at least one \
+                         of {} a weight above 0",
+                        names.join(", ")
+                    ),
+                    Some("weights"),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies a resilience profile at runtime: every breaker, retry and timeout number becomes
+    /// the profile's (overrides from the file are replaced), recorded as `ResilienceProfile`;
+    /// Health takes the new numbers in the same step.
+    pub async fn set_resilience_profile(
+        &self,
+        profile: config::Profile,
+        actor: &str,
+    ) -> Result<Arc<Config>, ApiError> {
+        self.change_config(actor, ConfigChangeKind::ResilienceProfile, |cfg| {
+            cfg.resilience = config::Resilience::profile(profile);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The one path of a runtime config change: `edit` changes a copy of the current config; the
+    /// change is recorded as `ConfigChangedV2` (both versions and the changed fields), applied
+    /// with Health reconfigured in the same step, and acknowledged once durable. An edit that
+    /// changes nothing records nothing and answers the current config.
+    async fn change_config(
+        &self,
+        actor: &str,
+        kind: ConfigChangeKind,
+        edit: impl FnOnce(&mut Config) -> Result<(), ApiError>,
+    ) -> Result<Arc<Config>, ApiError> {
+        // One control write at a time, so the next one starts from the config version the log
+        // holds.
+        let _serial = self.control.lock().await;
+        let current = self.config();
+        let mut cfg = Config::clone(&current);
+        edit(&mut cfg)?;
         cfg.reindex();
         let changes = config::diff(&current, &cfg);
         if changes.is_empty() {
@@ -841,6 +945,30 @@ impl Engine {
         })
         .await?;
         Ok(cfg)
+    }
+
+    /// The earliest time any target of `provider` may be attempted again after a rate limit
+    /// (Health's cooldown), if one is still cooling down now.
+    pub fn provider_cooldown_until(&self, provider: &str) -> Option<u64> {
+        let cfg = self.config();
+        let seq = lock(&self.seq);
+        let health = &seq.state.health;
+        let now = self.clock.now_ms().max(seq.last_ms);
+        cfg.models
+            .iter()
+            .filter(|m| cfg.provider_of(m).is_some_and(|p| p.id == provider))
+            .filter_map(|m| health.target(health.model_index(&m.id)?))
+            .map(|t| t.cooldown_until_ms)
+            .filter(|&until| until > now)
+            .min()
+    }
+
+    /// The engine's clock (never behind a time already handed out): what control reads such as
+    /// quota windows count as now.
+    pub fn now_ms(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .max(self.last_ms.load(Ordering::Relaxed))
     }
 
     /// Waits (off the runtime) until everything recorded so far is committed and folded into the

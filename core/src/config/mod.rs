@@ -117,6 +117,50 @@ pub struct Provider {
     pub latency_ms: u64,
     pub failure_rate: f64,
     pub enabled: bool,
+    /// The provider's usage allowance, reported by `omniroute_check_quota` (not enforced in
+    /// routing). Absent from the canonical JSON when unset, so configs without one keep their
+    /// version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+}
+
+/// A provider's usage allowance per calendar window (UTC). Each limit is optional; `None` means
+/// no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+    pub window: QuotaWindow,
+}
+
+/// The calendar window a [`Quota`] counts over, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaWindow {
+    Day,
+    Month,
+}
+
+impl QuotaWindow {
+    /// The window holding `now_ms`: its start and the time it resets (the next window's start),
+    /// unix ms.
+    pub fn bounds(self, now_ms: u64) -> (u64, u64) {
+        use crate::time::{civil_from_days, days_from_civil};
+        const DAY_MS: u64 = 86_400_000;
+        let day = now_ms / DAY_MS;
+        match self {
+            QuotaWindow::Day => (day * DAY_MS, (day + 1) * DAY_MS),
+            QuotaWindow::Month => {
+                let (y, m, _) = civil_from_days(day as i64);
+                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                let start = days_from_civil(y, m, 1).max(0) as u64;
+                let next = days_from_civil(ny, nm, 1).max(0) as u64;
+                (start * DAY_MS, next * DAY_MS)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

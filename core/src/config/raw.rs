@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Capability, Durability, OnFailure, Profile, ProviderKind};
+use super::{Capability, Durability, OnFailure, Profile, ProviderKind, QuotaWindow};
 use crate::event::Strategy;
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +59,18 @@ pub struct RawProvider {
     /// mock only: share of requests that fail with a 500.
     pub failure_rate: Option<f64>,
     pub enabled: Option<bool>,
+    /// Usage allowance per window, e.g. `{ requests = 10000, usd = 50.0, window = "day" }`.
+    pub quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+    /// `day` (the default) or `month`, UTC.
+    pub window: Option<QuotaWindow>,
 }
 
 #[derive(Debug, Deserialize)]

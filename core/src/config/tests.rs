@@ -693,3 +693,56 @@ fn carry_over_ignores_differences_that_are_not_runtime_changes() {
     let (_, plain) = running();
     assert_eq!(c.config.version(), plain.version());
 }
+
+#[test]
+fn builtin_version_is_unchanged_by_optional_fields() {
+    // Computed on main before provider quotas existed: an optional field that is absent must not
+    // change the canonical JSON, or every recorded config version would move.
+    assert_eq!(
+        Config::builtin().unwrap().version().to_string(),
+        "a401431ebfc1671e26401b88ecd4e279d8465b35cc09978da8372da380e514ad"
+    );
+}
+
+#[test]
+fn a_provider_quota_is_parsed_checked_and_round_trips() {
+    let base = "[[providers]]\nid = \"m\"\nkind = \"mock\"\n";
+    let c = Config::from_toml(
+        &format!("{base}quota = {{ requests = 10, usd = 2.5, window = \"month\" }}\n"),
+        "q.toml",
+    )
+    .unwrap();
+    let q = c.providers[0].quota.unwrap();
+    assert_eq!((q.requests, q.tokens, q.usd), (Some(10), None, Some(2.5)));
+    assert_eq!(q.window, QuotaWindow::Month);
+    assert_eq!(round_trip(&c).version(), c.version());
+    let d = Config::from_toml(&format!("{base}quota = {{ tokens = 5 }}\n"), "q.toml").unwrap();
+    assert_eq!(d.providers[0].quota.unwrap().window, QuotaWindow::Day);
+
+    let e = Config::from_toml(&format!("{base}quota = {{ window = \"day\" }}\n"), "q").unwrap_err();
+    assert_eq!(e.problems[0].key, "providers[0].quota");
+    assert!(e.problems[0].fix.contains("requests, tokens or usd"), "{e}");
+    let e = Config::from_toml(&format!("{base}quota = {{ usd = -1.0 }}\n"), "q").unwrap_err();
+    assert_eq!(e.problems[0].key, "providers[0].quota.usd");
+    let e = Config::from_toml(
+        &format!("{base}quota = {{ usd = 1.0, window = \"week\" }}\n"),
+        "q",
+    )
+    .unwrap_err();
+    assert_eq!(e.problems[0].key, "providers[0].quota.window", "{e}");
+    assert!(e.to_string().contains("month"), "{e}");
+}
+
+#[test]
+fn quota_windows_are_utc_days_and_months() {
+    // 2026-02-14T13:00:00Z
+    let now = 1_771_074_000_000;
+    let (s, r) = QuotaWindow::Day.bounds(now);
+    assert_eq!(crate::time::rfc3339_ms(s), "2026-02-14T00:00:00.000Z");
+    assert_eq!(crate::time::rfc3339_ms(r), "2026-02-15T00:00:00.000Z");
+    let (s, r) = QuotaWindow::Month.bounds(now);
+    assert_eq!(crate::time::rfc3339_ms(s), "2026-02-01T00:00:00.000Z");
+    assert_eq!(crate::time::rfc3339_ms(r), "2026-03-01T00:00:00.000Z");
+    let dec = QuotaWindow::Month.bounds(1_796_083_200_000); // 2026-12-01T00:00:00Z
+    assert_eq!(crate::time::rfc3339_ms(dec.1), "2027-01-01T00:00:00.000Z");
+}

@@ -229,6 +229,10 @@ fn providers(raw: &RawConfig, p: &mut Problems<'_>) -> Vec<Provider> {
                 "write a share between 0.0 and 1.0",
             );
         }
+        let quota = rp
+            .quota
+            .as_ref()
+            .map(|q| quota(q, &format!("{key}.quota"), line, p));
         out.push(Provider {
             id: id.clone(),
             kind: rp.kind,
@@ -238,9 +242,38 @@ fn providers(raw: &RawConfig, p: &mut Problems<'_>) -> Vec<Provider> {
             latency_ms: rp.latency_ms.unwrap_or(0),
             failure_rate,
             enabled: rp.enabled.unwrap_or(true),
+            quota,
         });
     }
     out
+}
+
+/// A provider's quota: at least one limit, and a dollar limit that is a finite amount.
+fn quota(q: &super::raw::RawQuota, key: &str, line: Option<usize>, p: &mut Problems<'_>) -> Quota {
+    if q.requests.is_none() && q.tokens.is_none() && q.usd.is_none() {
+        p.add(
+            key,
+            line,
+            "sets no limit".into(),
+            "give at least one of requests, tokens or usd, e.g. quota = { usd = 50.0, window = \"day\" }, or remove quota",
+        );
+    }
+    if let Some(usd) = q.usd
+        && !(usd.is_finite() && usd >= 0.0)
+    {
+        p.add(
+            format!("{key}.usd"),
+            line,
+            format!("{usd} is not an amount of dollars"),
+            "write a number of dollars, 0 or more, e.g. usd = 50.0",
+        );
+    }
+    Quota {
+        requests: q.requests,
+        tokens: q.tokens,
+        usd: q.usd,
+        window: q.window.unwrap_or(QuotaWindow::Day),
+    }
 }
 
 fn models(raw: &RawConfig, provider_ix: &HashMap<&str, usize>, p: &mut Problems<'_>) -> Vec<Model> {
