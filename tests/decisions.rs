@@ -720,9 +720,16 @@ async fn an_upgraded_v1_log_keeps_its_guards_and_new_decisions_verify() {
         (g.limit_micros, g.spent_micros, g.reserved_micros),
         (50_000, 1_234, 0)
     );
+    // The fixture's only key was revoked: keys have existed, so callers need one.
+    let (key, _) = gw
+        .engine
+        .create_key("upgrade", vec!["*".into()])
+        .await
+        .unwrap();
     for i in 0..6 {
         let r = Gateway::client()
             .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(&key)
             .header(
                 "x-omniroute-session",
                 if i % 2 == 0 { "s-1" } else { "other" },

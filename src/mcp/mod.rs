@@ -58,6 +58,7 @@ impl OmniMcp {
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Caller>().cloned())
             .or_else(|| self.caller.clone())
+            .map(|c| Caller { mcp: true, ..c })
     }
 
     /// Runs one tool call, `run(engine, caller, args)` (an operation of `crate::ops`, which checks the

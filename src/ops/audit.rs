@@ -146,6 +146,7 @@ mod tests {
             name: "t".into(),
             scopes: vec!["*".into()],
             loopback: true,
+            mcp: true,
         };
         let args = json!({ "requestId": "r1" });
         let hash =

@@ -113,6 +113,8 @@ pub struct Caller {
     pub name: String,
     pub scopes: Vec<String>,
     pub loopback: bool,
+    /// Calling through an MCP tool (so control writes name `mcp` as their actor).
+    pub mcp: bool,
 }
 
 impl Caller {
@@ -122,6 +124,7 @@ impl Caller {
             name: name.into(),
             scopes: vec!["*".into()],
             loopback,
+            mcp: false,
         }
     }
 
@@ -131,6 +134,7 @@ impl Caller {
             name: k.name,
             scopes: k.scopes,
             loopback,
+            mcp: false,
         }
     }
 
@@ -145,7 +149,8 @@ impl Caller {
 
     /// How control writes name it (`actor` of the events they record).
     pub fn actor(&self) -> String {
-        format!("admin-api ({})", self.name)
+        let via = if self.mcp { "mcp" } else { "admin-api" };
+        format!("{via} ({})", self.name)
     }
 }
 

@@ -21,16 +21,16 @@
 //! # The restart rule
 //!
 //! The *overrides* of a run are `diff(old_file, old_effective)`: what runtime changes made on top
-//! of the file the run started from. Only `combos.<id>.active` and `combos.<id>.strategy` can be
-//! changed at runtime ([`runtime_changeable`]); any other difference is reported by [`diff`] but
-//! not carried. On restart each override is re-applied on top of the new file (*kept*) unless the
+//! of the file the run started from. Only `combos.<id>.active`, `combos.<id>.strategy` and the
+//! `resilience.*` numbers are carried ([`runtime_changeable`]); any other difference (a combo's
+//! weights set at runtime) is reported by [`diff`] but not carried. On restart each override is re-applied on top of the new file (*kept*) unless the
 //! file itself changed that same path since the old run (`old_file` and `new_file` hold different
 //! values there) or the path no longer exists in the new file (the combo was removed): then the
 //! file wins, because an edit to the file is the newer and more deliberate decision, and the
 //! override is reported as *dropped* so the operator can see what was undone. An override whose
 //! value the new file now holds anyway is neither kept nor dropped: there is nothing to re-apply
 //! and nothing was lost. When the file did not change, `carry_over(f, e, f)` is `e` exactly (same
-//! version), since `e` can differ from `f` only at runtime-changeable paths.
+//! version) unless weights were set at runtime (they end with the run).
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -163,8 +163,15 @@ fn tree(cfg: &Config) -> Value {
     serde_json::to_value(cfg).unwrap_or(Value::Null)
 }
 
+/// A combo's `active` and `strategy`, and the resilience numbers (a profile applied at runtime).
+/// A combo's `targets` are not: they hold model indexes, which an edited file may renumber, so
+/// weights set at runtime last until the next restart.
 fn is_runtime(segs: &[String]) -> bool {
-    matches!(segs, [combos, _, field] if combos == "combos" && (field == "active" || field == "strategy"))
+    match segs {
+        [combos, _, field] => combos == "combos" && (field == "active" || field == "strategy"),
+        [resilience, _] => resilience == "resilience",
+        _ => false,
+    }
 }
 
 /// The ids of an array whose elements are all objects with a string `id`, each id once; `None`

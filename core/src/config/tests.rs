@@ -555,6 +555,8 @@ fn set_path_changes_one_field_by_id_keyed_path() {
     assert!(runtime_changeable("combos.fast.active"));
     assert!(runtime_changeable("combos.\"a.b\".strategy"));
     assert!(!runtime_changeable("combos.fast.targets"));
+    assert!(runtime_changeable("resilience.max_retries"));
+    assert!(!runtime_changeable("resilience"));
     assert!(!runtime_changeable("models.gpt-4o.enabled"));
 }
 
@@ -683,15 +685,39 @@ fn carry_over_is_silent_when_the_file_adopted_the_override() {
 #[test]
 fn carry_over_ignores_differences_that_are_not_runtime_changes() {
     let (file, mut eff) = running();
-    eff.resilience.max_retries = 9;
+    eff.router.default_output_tokens = 9;
     let ix = eff.combo_index("fast").unwrap();
     eff.combos[ix].targets.reverse();
     eff.reindex();
     let c = carry_over(&file, &eff, &file);
     assert_eq!(c.kept.len(), 3);
-    assert_eq!(c.config.resilience.max_retries, 3);
+    assert_eq!(
+        c.config.router.default_output_tokens,
+        file.router.default_output_tokens
+    );
     let (_, plain) = running();
     assert_eq!(c.config.version(), plain.version());
+}
+
+#[test]
+fn a_resilience_profile_set_at_runtime_is_carried_unless_the_file_changed_it() {
+    let (file, mut eff) = running();
+    eff.resilience = Resilience::profile(Profile::Conservative);
+    let c = carry_over(&file, &eff, &file);
+    assert_eq!(
+        c.config.resilience,
+        Resilience::profile(Profile::Conservative)
+    );
+    let mut edited = file.clone();
+    edited.resilience.max_retries = 0;
+    edited.reindex();
+    let c = carry_over(&file, &eff, &edited);
+    assert_eq!(c.config.resilience.max_retries, 0, "the file's edit wins");
+    assert!(
+        c.dropped.iter().any(|d| d.path == "resilience.max_retries"),
+        "{:?}",
+        c.dropped
+    );
 }
 
 #[test]
