@@ -162,6 +162,20 @@ async fn simulate_follows_health_without_touching_it_and_the_next_request_follow
     }
     assert_eq!((a.calls(), b.calls()), (3, 3));
 
+    // The provider's metrics show the open circuit, live and in its recorded history.
+    let m = mcp
+        .ok("omniroute_get_provider_metrics", json!({ "provider": "a" }))
+        .await;
+    assert_eq!(m["models"][0]["circuit"], "open", "{m}");
+    assert_eq!(m["totals"]["errors"], json!({ "server_error": 3 }));
+    let history = m["circuit_history"].as_array().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (&last["model"], &last["from"], &last["to"]),
+        (&json!("model-a"), &json!("closed"), &json!("open")),
+        "{m}"
+    );
+
     let s = mcp.ok("omniroute_simulate_route", args.clone()).await;
     assert_eq!(s["plan"].as_array().unwrap().len(), 1, "{s}");
     assert_eq!(s["plan"][0]["model"], "model-b");

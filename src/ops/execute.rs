@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use omniroute_core::config::{Capability, Config, Model};
-use omniroute_core::event::{CircuitState, Cost, Event, RequestCompleted};
+use omniroute_core::event::{CircuitState, Cost, Event, RequestCompleted, RequestId};
 use omniroute_core::flow::{self, Facts, Routed};
 use omniroute_core::router::RouteError;
 use omniroute_projections::hist::Percentiles;
@@ -115,7 +115,8 @@ pub struct RouteRequestOut {
     /// `stop`, `length`, `tool_calls`, ... as the upstream said.
     pub finish_reason: Option<String>,
     pub usage: UsageOut,
-    /// The recorded cost in USD; `null` when the serving model has no price configured.
+    /// The recorded cost in USD; `null` when the serving model has no price configured (or the
+    /// log could not be read).
     pub cost_usd: Option<f64>,
     pub route: RouteOut,
 }
@@ -142,8 +143,11 @@ pub struct RouteOut {
 struct Ran {
     request_id: String,
     reply: Result<Value, ApiError>,
-    completed: Option<RequestCompleted>,
-    fallbacks: u32,
+    /// `provider/model` that served and the attempts, as the engine answered.
+    route: Option<(String, u16)>,
+    /// Its `RequestCompleted` and fallback count, once readable from the log (`None` when the
+    /// log cannot be read: with `log.on_failure = "serve"` the answer still stands).
+    recorded: Option<(RequestCompleted, u32)>,
 }
 
 /// Runs a non-streaming completion exactly as `/v1/chat/completions` does (same parse, same
@@ -168,36 +172,40 @@ async fn complete(
         )),
         Err(e) => Err(e),
     };
+    Ok(Ran {
+        request_id: rid.to_string(),
+        reply,
+        route: out.route,
+        recorded: recorded(engine, rid).await.ok().flatten(),
+    })
+}
+
+/// A request's `RequestCompleted` and its number of fallbacks, read from the log.
+async fn recorded(
+    engine: &Arc<Engine>,
+    rid: RequestId,
+) -> Result<Option<(RequestCompleted, u32)>, ApiError> {
     // The request's events were enqueued before `chat` returned; once settled they are readable.
     engine.settled().await?;
-    let (completed, fallbacks) = blocking(engine, move |reader| {
-        let stored = reader
-            .request(rid)
-            .map_err(|e| ApiError::LogUnreadable(e.to_string()))?;
+    blocking(engine, move |reader| {
+        let unreadable = |e: String| ApiError::LogUnreadable(e);
         let mut completed = None;
         let mut fallbacks = 0;
-        for s in stored {
-            let event = s
-                .record()
-                .map_err(|e| ApiError::LogUnreadable(e.to_string()))?
+        for s in reader.request(rid).map_err(|e| unreadable(e.to_string()))? {
+            let record = s.record().map_err(|e| unreadable(e.to_string()))?;
+            match record
                 .event
                 .to_owned_event()
-                .map_err(|e| ApiError::LogUnreadable(e.to_string()))?;
-            match event {
+                .map_err(|e| unreadable(e.to_string()))?
+            {
                 Event::RequestCompleted(c) => completed = Some(*c),
                 Event::FallbackTriggered(_) => fallbacks += 1,
                 _ => {}
             }
         }
-        Ok((completed, fallbacks))
+        Ok(completed.map(|c| (c, fallbacks)))
     })
-    .await?;
-    Ok(Ran {
-        request_id: rid.to_string(),
-        reply,
-        completed,
-        fallbacks,
-    })
+    .await
 }
 
 /// The error of a failed completion, naming its request id (which `omniroute_explain_route`
@@ -237,31 +245,39 @@ pub async fn route_request(
     )
     .await?;
     let body = ran.reply.map_err(|e| failed(&ran.request_id, e))?;
-    let c = ran.completed.ok_or_else(|| {
-        ApiError::Internal(format!(
-            "request {} answered but its completion is not in the log",
-            ran.request_id
-        ))
-    })?;
-    let target = c.target.unwrap_or_default();
     let choice = &body["choices"][0];
-    let tokens = |k: &str| body["usage"][k].as_u64();
+    let tokens = |k: &str| body["usage"][k].as_u64().unwrap_or(0);
+    let route = match (&ran.recorded, ran.route) {
+        (Some((c, fallbacks)), _) => {
+            let t = c.target.clone().unwrap_or_default();
+            RouteOut {
+                provider: t.provider,
+                model: t.model,
+                attempts: c.attempts,
+                fallbacks: *fallbacks,
+            }
+        }
+        // Not readable from the log: what the engine answered (fallbacks unknown).
+        (None, route) => {
+            let (target, attempts) = route.unwrap_or_default();
+            let (provider, model) = target.split_once('/').unwrap_or(("", &target));
+            RouteOut {
+                provider: provider.to_string(),
+                model: model.to_string(),
+                attempts,
+                fallbacks: 0,
+            }
+        }
+    };
     Ok(RouteRequestOut {
         content: choice["message"]["content"].as_str().map(str::to_string),
         finish_reason: choice["finish_reason"].as_str().map(str::to_string),
         usage: UsageOut {
-            prompt_tokens: tokens("prompt_tokens")
-                .unwrap_or(c.tokens.input + c.tokens.cached_read + c.tokens.cache_write),
-            completion_tokens: tokens("completion_tokens")
-                .unwrap_or(c.tokens.output + c.tokens.reasoning),
+            prompt_tokens: tokens("prompt_tokens"),
+            completion_tokens: tokens("completion_tokens"),
         },
-        cost_usd: cost_usd(&c.cost),
-        route: RouteOut {
-            provider: target.provider,
-            model: target.model,
-            attempts: c.attempts,
-            fallbacks: ran.fallbacks,
-        },
+        cost_usd: ran.recorded.as_ref().and_then(|(c, _)| cost_usd(&c.cost)),
+        route,
         request_id: ran.request_id,
     })
 }
@@ -324,7 +340,7 @@ pub async fn test_combo(
         let ran = complete(engine, caller, &m.id, messages.clone(), None).await;
         results.push(match ran {
             Ok(ran) => {
-                let c = ran.completed.as_ref();
+                let c = ran.recorded.as_ref().map(|(c, _)| c);
                 TargetTest {
                     model: m.id.clone(),
                     provider,
@@ -644,7 +660,8 @@ pub struct ModelMetricsOut {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TransitionOut {
     pub ts_ms: u64,
-    pub model: String,
+    /// The model whose circuit changed (`null`: the provider's as a whole).
+    pub model: Option<String>,
     pub from: String,
     pub to: String,
     pub reason: String,
@@ -717,18 +734,22 @@ pub async fn provider_metrics(
             metrics: metrics(recorded.models.get(m).unwrap_or(&empty)),
         })
         .collect();
-    let mut history: Vec<TransitionOut> = recorded
-        .models
-        .iter()
-        .flat_map(|(m, s)| {
-            s.circuit_history.iter().map(move |t| TransitionOut {
+    let transitions = |model: Option<&String>, s: &omniroute_projections::providers::Stats| {
+        s.circuit_history
+            .iter()
+            .map(|t| TransitionOut {
                 ts_ms: t.ts_ms,
-                model: m.clone(),
+                model: model.cloned(),
                 from: circuit_name(t.from),
                 to: circuit_name(t.to),
                 reason: t.reason.clone(),
             })
-        })
+            .collect::<Vec<_>>()
+    };
+    // The provider's own transitions (recorded without a model) and each model's.
+    let mut history: Vec<TransitionOut> = std::iter::once(transitions(None, &recorded.stats))
+        .chain(recorded.models.iter().map(|(m, s)| transitions(Some(m), s)))
+        .flatten()
         .collect();
     // Newest last; a stable sort keeps each model's own order within one millisecond.
     history.sort_by_key(|t| t.ts_ms);
@@ -966,10 +987,12 @@ fn recommend(assessed: Vec<ComboAssessment>, args: &BestComboArgs) -> BestComboO
                 a.verdict = format!(
                     "meets the constraints but lost to {}: {}",
                     b.combo,
-                    if key(&a).0 > key(b).0 {
+                    if a.cost_usd.is_none() {
+                        "its cost is unknown (unpriced)"
+                    } else if key(&a).0 > key(b).0 {
                         "it costs more"
                     } else {
-                        "same cost, slower p95"
+                        "same cost, slower (or unknown) p95"
                     }
                 );
             }
@@ -998,5 +1021,70 @@ fn recommend(assessed: Vec<ComboAssessment>, args: &BestComboArgs) -> BestComboO
         recommendation: best,
         reason,
         alternatives,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn combo(id: &str, cost: Option<f64>, p95: Option<f64>, qualifies: bool) -> ComboAssessment {
+        ComboAssessment {
+            combo: id.into(),
+            cost_usd: cost,
+            cost_source: if cost.is_some() {
+                Source::Measured
+            } else {
+                Source::Unknown
+            },
+            p95_latency_ms: p95,
+            success_rate: None,
+            requests: 1,
+            qualifies,
+            verdict: if qualifies { "meets" } else { "fails" }.into(),
+        }
+    }
+
+    fn args() -> BestComboArgs {
+        BestComboArgs {
+            task_type: Need::Chat,
+            budget_constraint: None,
+            latency_constraint: None,
+        }
+    }
+
+    #[test]
+    fn execute_recommends_the_cheapest_qualifier_ties_by_latency() {
+        let out = recommend(
+            vec![
+                combo("dear", Some(0.2), Some(10.0), true),
+                combo("slow", Some(0.1), Some(900.0), true),
+                combo("fast", Some(0.1), Some(50.0), true),
+                combo("unknown", None, Some(1.0), true),
+                combo("cheapest_but_fails", Some(0.01), Some(1.0), false),
+            ],
+            &args(),
+        );
+        assert_eq!(out.recommendation.unwrap().combo, "fast");
+        let verdict = |id: &str| {
+            out.alternatives
+                .iter()
+                .find(|a| a.combo == id)
+                .unwrap()
+                .verdict
+                .clone()
+        };
+        assert!(
+            verdict("slow").contains("same cost, slower"),
+            "{}",
+            verdict("slow")
+        );
+        assert!(verdict("dear").contains("costs more"));
+        assert!(verdict("unknown").contains("cost is unknown"));
+        assert_eq!(verdict("cheapest_but_fails"), "fails");
+        let none = recommend(vec![combo("x", Some(0.1), None, false)], &args());
+        assert!(none.recommendation.is_none());
+        assert!(none.reason.starts_with("no combo"), "{}", none.reason);
     }
 }
