@@ -23,7 +23,9 @@ use crate::gateway::request;
 use crate::ops::auth::{Caller, Scope};
 use crate::ops::read::blocking;
 
-/// A capability a request (or a task) needs.
+/// A capability a request (or a task) needs: `chat`, `tools` (function calls), `vision` (image
+/// inputs), `json` (JSON output) or `reasoning`. (Variants carry no docs of their own, so the
+/// schema stays a plain `enum` of the valid values.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Need {
@@ -114,16 +116,20 @@ pub struct RouteRequestOut {
     pub content: Option<String>,
     /// `stop`, `length`, `tool_calls`, ... as the upstream said.
     pub finish_reason: Option<String>,
+    /// Token usage the upstream reported.
     pub usage: UsageOut,
     /// The recorded cost in USD; `null` when the serving model has no price configured (or the
     /// log could not be read).
     pub cost_usd: Option<f64>,
+    /// Where it went.
     pub route: RouteOut,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct UsageOut {
+    /// Prompt (input) tokens.
     pub prompt_tokens: u64,
+    /// Completion (output) tokens.
     pub completion_tokens: u64,
 }
 
@@ -293,6 +299,7 @@ pub struct TestComboArgs {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TestComboOut {
+    /// The combo tested.
     pub combo: String,
     /// One real call per target, in the combo's order.
     pub results: Vec<TargetTest>,
@@ -304,8 +311,11 @@ pub struct TestComboOut {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TargetTest {
+    /// The model id called.
     pub model: String,
+    /// Its provider id.
     pub provider: String,
+    /// Whether the call succeeded.
     pub ok: bool,
     /// End-to-end latency the gateway recorded for the request, in milliseconds.
     pub latency_ms: Option<f64>,
@@ -432,8 +442,11 @@ pub struct SimulateOut {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PlanStep {
+    /// The provider id.
     pub provider: String,
+    /// The model id.
     pub model: String,
+    /// Its tier (0 cheapest to 3 strongest).
     pub tier: u8,
     /// `promptTokenEstimate` input and `maxTokens` output tokens at the model's price; `null`
     /// when the model has no price.
@@ -446,18 +459,24 @@ pub struct PlanStep {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct FactorOut {
+    /// The factor's name (`cost`, `latency`, `position`, ...).
     pub name: String,
+    /// Its value (normalised to 0..=1 for `auto`).
     pub value: f64,
+    /// Its weight in the score.
     pub weight: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ExclusionOut {
+    /// The provider id.
     pub provider: String,
+    /// The model id.
     pub model: String,
     /// `circuit_open`, `cooling_down`, `budget`, `quota`, `capability`, `context_window`,
     /// `inactive` or `disabled`.
     pub reason: String,
+    /// The router's explanation.
     pub detail: String,
     /// When the exclusion ends (unix ms), when it is timed.
     pub until_ms: Option<u64>,
@@ -615,6 +634,7 @@ pub struct ProviderMetricsArgs {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ProviderMetricsOut {
+    /// The provider id.
     pub provider: String,
     /// Every attempt on the provider, all its models together.
     pub totals: MetricsOut,
@@ -627,12 +647,15 @@ pub struct ProviderMetricsOut {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct MetricsOut {
+    /// Attempts recorded.
     pub attempts: u64,
+    /// Attempts that succeeded.
     pub ok: u64,
     /// `null` without attempts.
     pub success_rate: Option<f64>,
     /// Failed attempts by error class (`rate_limited`, `server_error`, `timeout`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// Streams cut after they started.
     pub stream_cuts: u64,
     /// Attempt latency percentiles (`null` without attempts).
     pub latency: Option<QuantilesOut>,
@@ -642,28 +665,39 @@ pub struct MetricsOut {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct QuantilesOut {
+    /// Samples.
     pub count: u64,
+    /// The 50th percentile.
     pub p50_ms: f64,
+    /// The 95th percentile.
     pub p95_ms: f64,
+    /// The 99th percentile.
     pub p99_ms: f64,
+    /// The slowest sample.
     pub max_ms: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ModelMetricsOut {
+    /// The model id.
     pub model: String,
     /// The live circuit state: `closed`, `open` or `half_open`.
     pub circuit: String,
+    /// Its recorded metrics.
     pub metrics: MetricsOut,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TransitionOut {
+    /// When the log recorded it (unix ms).
     pub ts_ms: u64,
     /// The model whose circuit changed (`null`: the provider's as a whole).
     pub model: Option<String>,
+    /// `closed`, `open` or `half_open`.
     pub from: String,
+    /// `closed`, `open` or `half_open`.
     pub to: String,
+    /// Why (as the breaker recorded it).
     pub reason: String,
 }
 
@@ -804,9 +838,11 @@ pub enum Source {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ComboAssessment {
+    /// The combo id.
     pub combo: String,
     /// Expected USD per request.
     pub cost_usd: Option<f64>,
+    /// Where `cost_usd` comes from.
     pub cost_source: Source,
     /// Measured p95 end-to-end latency in ms (`null` without traffic).
     pub p95_latency_ms: Option<f64>,
