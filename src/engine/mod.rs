@@ -627,6 +627,20 @@ impl Engine {
             .collect()
     }
 
+    /// A copy of the routing state (Health; no budget guards) and the flow's time, taken under
+    /// the flow's lock, for a dry run of a decision (`ops::execute::simulate_route`): the copy is
+    /// decided on outside the lock and then dropped, so nothing a simulation does reaches the
+    /// live state or the log.
+    pub fn routing_snapshot(&self) -> (State, u64) {
+        let seq = lock(&self.seq);
+        let now = self.clock.now_ms().max(seq.last_ms);
+        let state = State {
+            health: seq.state.health.clone(),
+            budgets: Default::default(),
+        };
+        (state, now)
+    }
+
     /// Health's attempts in flight on a target and whether its half-open probe is out.
     pub fn in_flight(&self, model: &str) -> Option<(u32, bool)> {
         let seq = lock(&self.seq);

@@ -2,7 +2,7 @@
 //! calls one function of the engine. `serve` takes a bound listener and a shutdown future, so tests
 //! run the gateway in-process on port 0.
 
-mod request;
+pub(crate) mod request;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -277,3 +277,31 @@ pub fn parse(raw: Bytes, headers: &HeaderMap) -> Result<ChatInput, ApiError> {
         key_id: None,
     })
 }
+
+/// The input of a non-streaming completion asked for by a tool (`omniroute_route_request`,
+/// `omniroute_test_combo`): the body and the session header are built as a client would send
+/// them and go through [`parse`], so a tool's request is validated exactly like an HTTP one.
+/// `limit` is the server's body limit (`server.max_body_bytes`), applied as the HTTP path does.
+pub fn for_tool(
+    model: &str,
+    messages: Value,
+    session: Option<&str>,
+    limit: u64,
+) -> Result<ChatInput, ApiError> {
+    let body = serde_json::json!({ "model": model, "messages": messages });
+    let raw = Bytes::from(body.to_string());
+    if raw.len() as u64 > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(s) = session {
+        let v = axum::http::HeaderValue::from_str(s).map_err(|_| {
+            bad(
+                "session must be 1 to 128 visible ASCII characters".into(),
+                "session",
+            )
+        })?;
+        headers.insert("x-omniroute-session", v);
+    }
+    parse(raw, &headers)
+}
