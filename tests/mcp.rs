@@ -561,3 +561,24 @@ async fn a_revoked_key_fails_on_its_next_mcp_call() {
     assert!(e.contains("401") || e.contains("revoked"), "{e}");
     gw.stop().await;
 }
+
+#[test]
+fn the_schema_check_can_fail() {
+    let schema = serde_json::json!({
+        "type": "object", "required": ["a"],
+        "properties": { "a": { "type": "integer" }, "b": { "$ref": "#/$defs/B" } },
+        "$defs": { "B": { "type": "string", "enum": ["x", "y"] } }
+    });
+    let ok = serde_json::json!({ "a": 1, "b": "x" });
+    assert!(support::mcp::conforms(&ok, &schema, &schema, "$").is_ok());
+    for bad in [
+        serde_json::json!({ "b": "x" }),
+        serde_json::json!({ "a": "1" }),
+        serde_json::json!({ "a": 1, "b": "z" }),
+    ] {
+        assert!(
+            support::mcp::conforms(&bad, &schema, &schema, "$").is_err(),
+            "{bad}"
+        );
+    }
+}

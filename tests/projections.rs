@@ -203,7 +203,7 @@ async fn explain_cost_sessions_providers_and_combos_tell_what_happened() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let patched: Value = r.json().await.unwrap();
-    assert_eq!(patched["strategy"], "weighted");
+    assert_eq!(patched["combo"]["strategy"], "weighted");
     let r = gw
         .chat(json!({ "model": "ab", "messages": user("x") }))
         .await;

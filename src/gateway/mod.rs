@@ -18,13 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::serve::{ListenerExt, TapIo};
 use axum::{Json, Router, middleware};
-use omniroute_core::event::{BudgetAction, Strategy};
 use omniroute_replay::ReplayRequest;
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +41,7 @@ use crate::engine::{ChatReply, Engine};
 use crate::error::ApiError;
 use crate::mcp::OmniMcp;
 use crate::ops::auth::{self, Caller, Scope};
-use crate::ops::{log, read};
+use crate::ops::{control, execute, log, read};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -90,6 +89,13 @@ pub fn app_with(engine: Arc<Engine>, mcp_stop: CancellationToken) -> Router {
         .route(r::PROVIDERS.path, get(providers))
         .route(r::COMBOS.path, get(combos))
         .route(r::PATCH_COMBO.path, patch(patch_combo))
+        .route(r::COMBO_ROUTING.path, axum::routing::put(combo_routing))
+        .route(r::TEST_COMBO.path, post(test_combo))
+        .route(r::BEST_COMBO.path, get(best_combo))
+        .route(r::PROVIDER_METRICS.path, get(provider_metrics))
+        .route(r::QUOTA.path, get(quota))
+        .route(r::RESILIENCE.path, axum::routing::put(resilience))
+        .route(r::SIMULATE.path, post(simulate))
         .route(r::AUDIT.path, get(audit))
         .route(r::LOG_STATS.path, get(log_stats))
         .route(r::LOG_VERIFY.path, get(log_verify))
@@ -308,40 +314,30 @@ async fn health(op: Op) -> Result<Response, ApiError> {
     Ok((code, Json(h)).into_response())
 }
 
+/// The body of `POST /api/sessions/{id}/budget` (the session is in the path).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BudgetBody {
     max_cost_usd: f64,
-    action: BudgetAction,
+    action: control::BudgetActionName,
     degrade_to_tier: Option<u8>,
 }
 
 async fn set_budget(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Path(session): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let actor = allow(&engine, &headers, remote, Scope::WriteBudget)?.actor();
-    let b: BudgetBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad(format!("invalid budget body: {e}"), None))?;
-    if b.degrade_to_tier.is_some_and(|t| t > 3) {
-        return Err(ApiError::bad(
-            "degrade_to_tier must be 0 to 3",
-            Some("degrade_to_tier"),
-        ));
-    }
-    let g = engine
-        .set_budget(
-            &session,
-            b.max_cost_usd,
-            b.action,
-            b.degrade_to_tier,
-            &actor,
-        )
-        .await?;
-    Ok(Json(json!({ "session": session, "guard": g })))
+    op: Op,
+    Path(session_id): Path<String>,
+    b: Bytes,
+) -> Result<Json<control::BudgetGuardOut>, ApiError> {
+    let b: BudgetBody = body(&b, "budget body")?;
+    let args = control::SetBudgetGuardArgs {
+        session_id,
+        max_cost_usd: b.max_cost_usd,
+        action: b.action,
+        degrade_to_tier: b.degrade_to_tier,
+    };
+    control::set_budget_guard(&op.engine, &op.caller, args)
+        .await
+        .map(Json)
 }
 
 // ---- read models (DESIGN.md section 5) and the log (`omniroute log stats | verify | tail`,
@@ -420,36 +416,106 @@ async fn combos(op: Op) -> Result<Json<Vec<admin::ComboView>>, ApiError> {
     read::combos(&op.engine, &op.caller).await.map(Json)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ComboPatch {
-    active: Option<bool>,
-    strategy: Option<Strategy>,
+async fn patch_combo(
+    op: Op,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<Json<control::ComboChangeOut>, ApiError> {
+    let p = body(
+        &b,
+        "combo patch (send {\"active\": bool, \"strategy\": \"priority\"|\"weighted\"|...})",
+    )?;
+    control::patch_combo(&op.engine, &op.caller, &id, p)
+        .await
+        .map(Json)
 }
 
-async fn patch_combo(
-    State(engine): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let actor = allow(&engine, &headers, remote, Scope::WriteCombos)?.actor();
-    let b: ComboPatch = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad(
-            format!("invalid combo patch: {e}; send {{\"active\": bool, \"strategy\": \"priority\"|\"weighted\"|...}}"),
-            None,
-        )
-    })?;
-    engine
-        .patch_combo(&id, b.active, b.strategy, &actor)
-        .await?;
-    let caller = caller(&engine, &headers, remote)?;
-    let view = read::combos(&engine, &caller)
-        .await?
-        .into_iter()
-        .find(|c| c.id == id);
-    Ok(Json(json!(view)))
+/// The body of `PUT /api/combos/{id}/routing`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingBody {
+    strategy: control::StrategyName,
+    weights: Option<std::collections::BTreeMap<String, u32>>,
+}
+
+async fn combo_routing(
+    op: Op,
+    Path(combo_id): Path<String>,
+    b: Bytes,
+) -> Result<Json<control::ComboChangeOut>, ApiError> {
+    let b: RoutingBody = body(
+        &b,
+        "routing body (send {\"strategy\": \"weighted\", \"weights\": {\"model\": 3}})",
+    )?;
+    let args = control::SetRoutingStrategyArgs {
+        combo_id,
+        strategy: b.strategy,
+        weights: b.weights,
+    };
+    control::set_routing_strategy(&op.engine, &op.caller, args)
+        .await
+        .map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TestBody {
+    test_prompt: String,
+}
+
+async fn test_combo(
+    op: Op,
+    Path(combo_id): Path<String>,
+    b: Bytes,
+) -> Result<Json<execute::TestComboOut>, ApiError> {
+    let b: TestBody = body(&b, "test body (send {\"testPrompt\": \"...\"})")?;
+    let args = execute::TestComboArgs {
+        combo_id,
+        test_prompt: b.test_prompt,
+    };
+    execute::test_combo(&op.engine, &op.caller, args)
+        .await
+        .map(Json)
+}
+
+async fn best_combo(
+    op: Op,
+    q: Result<Query<execute::BestComboArgs>, QueryRejection>,
+) -> Result<Json<execute::BestComboOut>, ApiError> {
+    execute::best_combo_for_task(&op.engine, &op.caller, query(q)?)
+        .await
+        .map(Json)
+}
+
+async fn provider_metrics(
+    op: Op,
+    Path(provider): Path<String>,
+) -> Result<Json<execute::ProviderMetricsOut>, ApiError> {
+    let args = execute::ProviderMetricsArgs { provider };
+    execute::provider_metrics(&op.engine, &op.caller, args)
+        .await
+        .map(Json)
+}
+
+async fn quota(
+    op: Op,
+    q: Result<Query<control::CheckQuotaArgs>, QueryRejection>,
+) -> Result<Json<control::QuotaOut>, ApiError> {
+    control::check_quota(&op.engine, &op.caller, query(q)?)
+        .await
+        .map(Json)
+}
+
+async fn resilience(op: Op, b: Bytes) -> Result<Json<control::ResilienceOut>, ApiError> {
+    let args = body(&b, "resilience body (send {\"profile\": \"balanced\"})")?;
+    control::set_resilience_profile(&op.engine, &op.caller, args)
+        .await
+        .map(Json)
+}
+
+async fn simulate(op: Op, b: Bytes) -> Result<Json<execute::SimulateOut>, ApiError> {
+    let args: execute::SimulateArgs = body(&b, "simulation body")?;
+    execute::simulate_route(&op.engine, &op.caller, &args).map(Json)
 }
 
 async fn log_stats(op: Op) -> Result<Json<admin::LogStatsView>, ApiError> {

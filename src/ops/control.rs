@@ -342,6 +342,33 @@ pub async fn switch_combo(
     combo_out(&cfg, &args.combo_id)
 }
 
+/// The body of `PATCH /api/combos/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComboPatch {
+    pub active: Option<bool>,
+    pub strategy: Option<StrategyName>,
+}
+
+/// `PATCH /api/combos/{id}`: a combo's active flag and/or strategy, in one recorded change.
+pub async fn patch_combo(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    id: &str,
+    p: ComboPatch,
+) -> Result<ComboChangeOut, ApiError> {
+    caller.require(&[Scope::WriteCombos])?;
+    let cfg = engine
+        .patch_combo(
+            id,
+            p.active,
+            p.strategy.map(StrategyName::core),
+            &caller.actor(),
+        )
+        .await?;
+    combo_out(&cfg, id)
+}
+
 /// `omniroute_set_routing_strategy`: a combo's strategy, and its weights for `weighted`
 /// (`StrategySet`).
 pub async fn set_routing_strategy(

@@ -13,6 +13,7 @@ pub struct Route {
 pub enum Method {
     Get,
     Post,
+    Put,
     Patch,
     Delete,
 }
@@ -46,6 +47,19 @@ pub const PATCH_COMBO: Route = Route {
     method: Method::Patch,
     path: "/api/combos/{id}",
 };
+pub const COMBO_ROUTING: Route = Route {
+    method: Method::Put,
+    path: "/api/combos/{id}/routing",
+};
+pub const TEST_COMBO: Route = post("/api/combos/{id}/test");
+pub const BEST_COMBO: Route = get("/api/combos/best");
+pub const PROVIDER_METRICS: Route = get("/api/providers/{id}/metrics");
+pub const QUOTA: Route = get("/api/quota");
+pub const RESILIENCE: Route = Route {
+    method: Method::Put,
+    path: "/api/resilience",
+};
+pub const SIMULATE: Route = post("/api/simulate");
 pub const AUDIT: Route = get("/api/audit/stats");
 pub const LOG_STATS: Route = get("/api/log/stats");
 pub const LOG_VERIFY: Route = get("/api/log/verify");
