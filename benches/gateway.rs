@@ -22,13 +22,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use omniroute::engine::Engine;
+use omniroute_core::config::Config;
+use omniroute_core::log::Log;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use omniroute::engine::Engine;
-use omniroute_core::config::Config;
-use omniroute_core::log::Log;
 use tokio::runtime::Runtime;
 
 const BODY: &str = r#"{"model":"bench","messages":[{"role":"user","content":"Say hello to the benchmark, briefly."}]}"#;
@@ -400,7 +400,7 @@ fn bench(c: &mut Criterion) {
 /// task that calls MCP read tools (`get_health`, `list_combos`) back to back over the same
 /// gateway's `/mcp` (its own keep-alive client and MCP session), in one group so the medians
 /// compare. Every tool call also appends a `ToolCalled` record to the same log.
-fn beside_mcp(c: &mut Criterion, rt: &Runtime, http: &reqwest::Client, url: &String) {
+fn beside_mcp(c: &mut Criterion, rt: &Runtime, http: &reqwest::Client, url: &str) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let mut g = c.benchmark_group("gateway_beside_mcp_c1");
     g.bench_function("plain", |b| b.to_async(rt).iter(|| one(http, url, BODY)));
@@ -408,7 +408,7 @@ fn beside_mcp(c: &mut Criterion, rt: &Runtime, http: &reqwest::Client, url: &Str
     let calls = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let looping = rt.spawn({
-        let (stop, calls, url) = (Arc::clone(&stop), Arc::clone(&calls), url.clone());
+        let (stop, calls, url) = (Arc::clone(&stop), Arc::clone(&calls), url.to_string());
         async move {
             let cfg = StreamableHttpClientTransportConfig::with_uri(format!("{url}/mcp"));
             let t = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
