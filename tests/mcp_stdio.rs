@@ -148,3 +148,16 @@ fn the_bridge_refuses_a_key_the_server_does_not_know() {
     assert!(o.stdout.is_empty(), "stdout is the protocol only: {o:?}");
     server.stop();
 }
+
+#[test]
+fn the_bridge_refuses_a_key_while_the_server_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).unwrap();
+    // Without keys the server would take any loopback caller as the owner: the key would be
+    // silently ignored.
+    let o = run(&["mcp", "--key", "sk-typo"], dir.path());
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("has no API key"), "{o:?}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+    server.stop();
+}

@@ -161,6 +161,18 @@ fn in_use(dir: &Path) -> bool {
 /// with the server's reason before any stdio client waits on it.
 async fn bridge(addr: &str, dir: &Path, key: Option<String>) -> Result<(), String> {
     let url = format!("http://{addr}/mcp");
+    // While no key exists the server takes any caller on loopback as the owner, so a key given
+    // here would be ignored, not checked: refused instead, as without a server.
+    if key.is_some()
+        && let Some(owner) = owner_token(dir)
+        && no_keys(addr, &owner).await
+    {
+        return Err(format!(
+            "--key / {KEY_ENV} given, but the server that owns {} has no API key: drop it to \
+             run as the owner, or create one with `omniroute keys create`",
+            dir.display()
+        ));
+    }
     let (token, who) = match key {
         Some(k) => (Some(k), format!("--key / {KEY_ENV}")),
         None => (
@@ -200,6 +212,23 @@ async fn bridge(addr: &str, dir: &Path, key: Option<String>) -> Result<(), Strin
         eprintln!("omniroute mcp: closing the session at {url} failed: {e}");
     }
     r
+}
+
+/// Whether the server at `addr` certainly holds no active key (asked as the owner; when it
+/// cannot be told, the server's own authentication decides).
+async fn no_keys(addr: &str, owner: &str) -> bool {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/api/keys"))
+        .bearer_auth(owner)
+        .send()
+        .await;
+    let Ok(resp) = resp.and_then(|r| r.error_for_status()) else {
+        return false;
+    };
+    match resp.json::<Vec<serde_json::Value>>().await {
+        Ok(keys) => keys.iter().all(|k| k["revoked"] == true),
+        Err(_) => false,
+    }
 }
 
 /// The owner token `omniroute serve` wrote in `dir`, when this user can read it.
