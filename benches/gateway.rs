@@ -6,7 +6,9 @@
 //! all over keep-alive connections as the official SDKs use them. Then chunk pacing: an upstream
 //! that sends a chunk every 20 ms, each stamped with the time it was written; the client reports
 //! how late each chunk arrives (p50/p99) directly, through the proxy and through omniroute, and the
-//! time to first byte. Also `omniroute serve` start-up on an empty data dir.
+//! time to first byte. Also `omniroute serve` start-up on an empty data dir, and the plain c=1
+//! round trip through omniroute (`batched`) with and without an MCP client calling read tools in
+//! a loop over the same gateway's `/mcp` (tool calls must not hold up the request path).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,6 +25,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use omniroute::engine::Engine;
 use omniroute_core::config::Config;
 use omniroute_core::log::Log;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use tokio::runtime::Runtime;
 
 const BODY: &str = r#"{"model":"bench","messages":[{"role":"user","content":"Say hello to the benchmark, briefly."}]}"#;
@@ -385,8 +391,53 @@ fn bench(c: &mut Criterion) {
         latency_and_throughput(c, &rt, &http, &targets, "", BODY);
         latency_and_throughput(c, &rt, &http, &targets, "_stream", STREAM_BODY);
         pacing(&rt, &http, &targets);
+        beside_mcp(c, &rt, &http, &gw_batched);
     }
     cpu(&rt, &http, &targets[1..3]);
+}
+
+/// The plain c=1 round trip through omniroute (`batched`), alone and then with a background
+/// task that calls MCP read tools (`get_health`, `list_combos`) back to back over the same
+/// gateway's `/mcp` (its own keep-alive client and MCP session), in one group so the medians
+/// compare. Every tool call also appends a `ToolCalled` record to the same log.
+fn beside_mcp(c: &mut Criterion, rt: &Runtime, http: &reqwest::Client, url: &str) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let mut g = c.benchmark_group("gateway_beside_mcp_c1");
+    g.bench_function("plain", |b| b.to_async(rt).iter(|| one(http, url, BODY)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let looping = rt.spawn({
+        let (stop, calls, url) = (Arc::clone(&stop), Arc::clone(&calls), url.to_string());
+        async move {
+            let cfg = StreamableHttpClientTransportConfig::with_uri(format!("{url}/mcp"));
+            let t = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
+            let client = ().serve(t).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                for tool in ["omniroute_get_health", "omniroute_list_combos"] {
+                    let r = client
+                        .call_tool(CallToolRequestParams::new(tool))
+                        .await
+                        .unwrap();
+                    assert_ne!(r.is_error, Some(true), "{tool}: {r:?}");
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            client.cancel().await.unwrap();
+        }
+    });
+    g.bench_function("with_mcp_read_loop", |b| {
+        b.to_async(rt).iter(|| one(http, url, BODY))
+    });
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(looping).unwrap();
+    let n = calls.load(Ordering::Relaxed);
+    eprintln!(
+        "gateway_beside_mcp_c1: the MCP loop made {n} tool calls in {:.1?} ({:.0}/s)",
+        started.elapsed(),
+        n as f64 / started.elapsed().as_secs_f64()
+    );
 }
 
 /// CPU time of this whole process (all threads: client, upstream, proxy or gateway, log

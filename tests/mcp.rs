@@ -251,21 +251,6 @@ async fn omniroute_mcp_serves_the_tools_over_stdio() {
 }
 
 #[test]
-fn omniroute_mcp_points_at_the_running_servers_mcp_url() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::cli::Server::start(dir.path()).unwrap();
-    let o = support::cli::run(&["mcp"], dir.path());
-    assert_eq!(o.code, Some(1), "{o:?}");
-    assert!(
-        o.stderr.contains("not supported yet")
-            && o.stderr.contains(&format!("http://{}/mcp", server.addr)),
-        "{o:?}"
-    );
-    assert!(o.stdout.is_empty(), "{o:?}");
-    server.stop();
-}
-
-#[test]
 fn omniroute_mcp_refuses_a_key_the_data_dir_does_not_hold() {
     let dir = tempfile::tempdir().unwrap();
     let o = support::cli::run(&["mcp", "--key", "sk-nope"], dir.path());

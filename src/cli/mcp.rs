@@ -2,17 +2,28 @@
 //! omniroute as a subprocess (Claude Desktop, Cursor, VS Code). stdout carries the protocol only;
 //! everything else goes to stderr.
 //!
+//! Per the process model, when `omniroute serve` owns the data dir this command is a bridge:
+//! stdio on one side, the server's streamable HTTP endpoint (`http://<admin.addr>/mcp`) on the
+//! other. The tools are then the server's, and the server authenticates and audits each call
+//! with the key given by `--key` or `OMNIROUTE_API_KEY`, or, without one, with the server's
+//! owner token (whoever can read the data dir is its owner, as for every CLI command).
+//!
 //! When no server owns the data dir, this process runs its own engine on it (checking the log's
-//! chain first, as `serve` does) and serves the tools from it. Its caller is the key given by
-//! `--key` or `OMNIROUTE_API_KEY`, authenticated against the data dir's keys; without one it is
-//! the owner, as every CLI command on a data dir it can open is. Driving a running server over
-//! stdio is not supported yet: this command then says so and points at the server's `/mcp`.
+//! chain first, as `serve` does) and serves the tools from it, with the same caller rule.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use omniroute_core::config::BUILTIN_NAME;
 use omniroute_core::log::{LOG_FILE, Log, LogError};
-use rmcp::ServiceExt;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{Peer, RequestContext, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 
 use super::{CliResult, DataArgs};
 use crate::engine::Engine;
@@ -49,7 +60,14 @@ pub fn run(args: McpArgs) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let verified = super::serve::check_chain(&data_dir).map_err(|e| running(&data_dir, e))?;
+    if let Some(addr) = running_server(&data_dir) {
+        runtime.block_on(bridge(&addr, &data_dir, key))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verified = super::serve::check_chain(&data_dir).map_err(|e| match in_use(&data_dir) {
+        true => running(&data_dir, e),
+        false => e,
+    })?;
     runtime.block_on(async move {
         let log = match Log::open_with(&data_dir, crate::engine::log_options(&config)) {
             Ok(log) => log,
@@ -104,17 +122,222 @@ pub fn run(args: McpArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The error when another process owns the data dir (`why` is what opening it said).
-fn running(dir: &std::path::Path, why: String) -> String {
-    let addr = std::fs::read_to_string(dir.join(super::ADMIN_ADDR_FILE)).ok();
-    match addr {
-        Some(a) => format!(
-            "{why}: a server owns {} and driving a running server over stdio is not supported \
-             yet; connect your MCP client to its streamable HTTP endpoint instead: http://{}/mcp \
-             (with `Authorization: Bearer <key>` once keys exist)",
-            dir.join(LOG_FILE).display(),
-            a.trim()
+/// The error when another process owns the data dir but this one cannot bridge to it (`why`
+/// is what opening it said): it publishes no address (not a `serve`, or one still starting), or
+/// it started after this command looked.
+fn running(dir: &Path, why: String) -> String {
+    format!(
+        "{why}: another process owns {} and publishes no admin address in {} to bridge to (an \
+         `omniroute serve` that is still starting writes it once it listens; run this command \
+         again then)",
+        dir.join(LOG_FILE).display(),
+        dir.join(super::ADMIN_ADDR_FILE).display()
+    )
+}
+
+/// The address of the `omniroute serve` that owns `dir`: the log is held by another process and
+/// the address file is there. (A leftover address file of a killed server does not count: the
+/// log is then free.)
+fn running_server(dir: &Path) -> Option<String> {
+    if !in_use(dir) {
+        return None;
+    }
+    std::fs::read_to_string(dir.join(super::ADMIN_ADDR_FILE))
+        .ok()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+}
+
+/// Whether another process holds the log in `dir`.
+fn in_use(dir: &Path) -> bool {
+    matches!(
+        omniroute_core::log::open_read_only(dir),
+        Err(LogError::InUse { .. })
+    )
+}
+
+/// Serves stdio by forwarding to the MCP endpoint of the server at `addr` until the stdio client
+/// leaves. The upstream session is opened first, so a key the server refuses ends this command
+/// with the server's reason before any stdio client waits on it.
+async fn bridge(addr: &str, dir: &Path, key: Option<String>) -> Result<(), String> {
+    let url = format!("http://{addr}/mcp");
+    // While no key exists the server takes any caller on loopback as the owner, so a key given
+    // here would be ignored, not checked: refused instead, as without a server.
+    if key.is_some()
+        && let Some(owner) = owner_token(dir)
+        && no_keys(addr, &owner).await
+    {
+        return Err(format!(
+            "--key / {KEY_ENV} given, but the server that owns {} has no API key: drop it to \
+             run as the owner, or create one with `omniroute keys create`",
+            dir.display()
+        ));
+    }
+    let (token, who) = match key {
+        Some(k) => (Some(k), format!("--key / {KEY_ENV}")),
+        None => (
+            owner_token(dir),
+            format!(
+                "the owner token in {}",
+                dir.join(super::source::OWNER_TOKEN_FILE).display()
+            ),
         ),
-        None => why,
+    };
+    let upstream = connect(&url, token.as_deref())
+        .await
+        .map_err(|e| format!("cannot open an MCP session at {url} with {who}: {e}"))?;
+    let info = reflect(upstream.peer_info().as_deref());
+    eprintln!(
+        "omniroute mcp: bridging stdio to {url} (the server that owns {})",
+        dir.display()
+    );
+    let served = Bridge {
+        upstream: upstream.peer().clone(),
+        info,
+    }
+    .serve(rmcp::transport::stdio())
+    .await;
+    let r = match served {
+        Ok(service) => service
+            .waiting()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the MCP session failed: {e}")),
+        Err(e) => Err(format!(
+            "no MCP session started (stdin must carry an MCP client's `initialize`): {e}"
+        )),
+    };
+    // Ends the server's session (an HTTP DELETE) instead of leaving it to time out.
+    if let Err(e) = upstream.cancel().await {
+        eprintln!("omniroute mcp: closing the session at {url} failed: {e}");
+    }
+    r
+}
+
+/// Whether the server at `addr` certainly holds no active key (asked as the owner; when it
+/// cannot be told, the server's own authentication decides).
+async fn no_keys(addr: &str, owner: &str) -> bool {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/api/keys"))
+        .bearer_auth(owner)
+        .send()
+        .await;
+    let Ok(resp) = resp.and_then(|r| r.error_for_status()) else {
+        return false;
+    };
+    match resp.json::<Vec<serde_json::Value>>().await {
+        Ok(keys) => keys.iter().all(|k| k["revoked"] == true),
+        Err(_) => false,
+    }
+}
+
+/// The owner token `omniroute serve` wrote in `dir`, when this user can read it.
+fn owner_token(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(super::source::OWNER_TOKEN_FILE))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// An MCP client session at `url`, with `token` as the bearer token. When the server refuses it,
+/// the error is the server's own reason (its 401/403 body), not a transport error.
+async fn connect(
+    url: &str,
+    token: Option<&str>,
+) -> Result<RunningService<RoleClient, ClientConfig>, String> {
+    let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(t) = token {
+        cfg = cfg.auth_header(t);
+    }
+    let http = reqwest::Client::new();
+    let transport = StreamableHttpClientTransport::with_client(http.clone(), cfg);
+    let me = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("omniroute-mcp-bridge", env!("CARGO_PKG_VERSION")),
+    );
+    match me.serve(transport).await {
+        Ok(s) => Ok(s),
+        Err(e) => Err(refusal(&http, url, token)
+            .await
+            .unwrap_or_else(|| e.to_string())),
+    }
+}
+
+/// Why the server refuses `token` at `url`, when it does: the gateway authenticates every `/mcp`
+/// request before rmcp sees it and answers a refusal with an error body naming the reason.
+async fn refusal(http: &reqwest::Client, url: &str, token: Option<&str>) -> Option<String> {
+    let req = http.post(url).json(&serde_json::json!({}));
+    let req = match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    };
+    let resp = req.send().await.ok()?;
+    let status = resp.status();
+    if status != reqwest::StatusCode::UNAUTHORIZED && status != reqwest::StatusCode::FORBIDDEN {
+        return None;
+    }
+    let body: serde_json::Value = resp.json().await.ok()?;
+    body["error"]["message"]
+        .as_str()
+        .map(|m| format!("the server refused it ({status}): {m}"))
+}
+
+/// The server's identity, instructions and tools capability, as this bridge presents them to the
+/// stdio client (only tools are forwarded, so only tools are advertised).
+fn reflect(upstream: Option<&rmcp::model::ServerPeerInfo>) -> ServerConfig {
+    let mut caps = ServerCapabilities::default();
+    caps.tools = upstream.and_then(|u| u.capabilities.tools.clone());
+    let mut info = ServerConfig::new(caps).with_server_info(
+        upstream
+            .and_then(|u| u.server_info.clone())
+            .unwrap_or_else(|| Implementation::new("omniroute", env!("CARGO_PKG_VERSION"))),
+    );
+    if let Some(i) = upstream.and_then(|u| u.instructions.clone()) {
+        info = info.with_instructions(i);
+    }
+    info
+}
+
+/// The stdio side of the bridge: each tools request goes upstream as it came and its answer
+/// comes back as it went (tool errors stay tool errors; the server's audit records the call).
+struct Bridge {
+    upstream: Peer<RoleClient>,
+    info: ServerConfig,
+}
+
+impl ServerHandler for Bridge {
+    fn get_info(&self) -> ServerConfig {
+        self.info.clone()
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.upstream
+            .list_tools(request)
+            .await
+            .map_err(upstream_error)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        self.upstream
+            .call_tool_once(request)
+            .await
+            .map_err(upstream_error)
+    }
+}
+
+/// A failure to reach the server (or a protocol error it sent) for the stdio client: the
+/// server's own JSON-RPC errors pass through unchanged.
+fn upstream_error(e: rmcp::ServiceError) -> ErrorData {
+    match e {
+        rmcp::ServiceError::McpError(d) => d,
+        e => ErrorData::internal_error(format!("the omniroute server did not answer: {e}"), None),
     }
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the official openai Python SDK against `omniroute serve` (built-in default config, fresh
+# Runs the official openai Python SDK and the official MCP Python SDK (over streamable HTTP and
+# over stdio through `omniroute mcp`) against `omniroute serve` (built-in default config, fresh
 # data dir), then stops the server with SIGTERM and checks it exits 0 and the log verifies.
 # Installs what it needs itself, into target/py-venv.
 set -euo pipefail
@@ -9,10 +10,10 @@ venv=target/py-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check "openai>=1.50,<3"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "openai>=1.50,<3" "mcp>=2.3,<3"
 
 cargo build --quiet --bin omniroute
-bin=target/debug/omniroute
+bin=${CARGO_TARGET_DIR:-target}/debug/omniroute
 data=$(mktemp -d)
 pid=""
 cleanup() {
@@ -33,6 +34,7 @@ done
 [ -n "$addr" ] || { echo "omniroute serve did not start"; cat "$data/serve.log"; exit 1; }
 
 "$venv/bin/python" tests/python/openai_sdk.py "$addr/v1"
+"$venv/bin/python" tests/python/mcp_sdk.py "$addr" "$bin" "$data/d"
 
 kill -TERM "$pid"
 status=0
