@@ -9,7 +9,6 @@ Usage: mcp_sdk.py <http://addr> <omniroute binary> <data dir>
 
 import json
 import sys
-import urllib.request
 from typing import Any
 
 import anyio
@@ -21,11 +20,14 @@ from mcp.client.streamable_http import streamable_http_client
 # The model (a combo of the built-in default config) the calls route to.
 MODEL = "default"
 
-# Tools built on other branches of issue 14 that this server may not have yet: a listed one is
-# called and checked like every other; an unlisted one is reported as skipped, not failed.
-# Empty this set once they are merged.
-PENDING = {"omniroute_simulate_route", "omniroute_route_request", "omniroute_replay_strategy"}
-
+# The tools every session must list and call.
+REQUIRED = [
+    "omniroute_get_health",
+    "omniroute_simulate_route",
+    "omniroute_route_request",
+    "omniroute_explain_route",
+    "omniroute_replay_strategy",
+]
 
 class Run:
     def __init__(self, transport: str, session: ClientSession, tools: set[str]) -> None:
@@ -33,14 +35,6 @@ class Run:
         self.session = session
         self.tools = tools
         self.passed = 0
-        self.skipped: list[str] = []
-
-    def has(self, tool: str) -> bool:
-        if tool in self.tools:
-            return True
-        assert tool in PENDING, f"[{self.transport}] {tool} is not listed: {sorted(self.tools)}"
-        self.skipped.append(tool)
-        return False
 
     async def ok(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         """The structured output of a call that must succeed."""
@@ -55,25 +49,13 @@ class Run:
         return out
 
 
-def chat_request_id(base: str) -> str:
-    """A request id from a plain chat completion (when route_request is not there to give one)."""
-    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello"}]})
-    req = urllib.request.Request(
-        f"{base}/v1/chat/completions",
-        data=body.encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        rid = resp.headers["x-omniroute-request-id"]
-    assert rid, "no x-omniroute-request-id header"
-    return rid
-
-
 async def exercise(transport: str, session: ClientSession, base: str) -> Run:
     await session.initialize()
     listed = await session.list_tools()
     tools = {t.name for t in listed.tools}
     run = Run(transport, session, tools)
+    for name in REQUIRED:
+        assert name in tools, f"[{transport}] {name} is not listed: {sorted(tools)}"
     for t in listed.tools:
         assert t.output_schema, f"[{transport}] {t.name} declares no output schema"
     run.passed += 1
@@ -82,26 +64,23 @@ async def exercise(transport: str, session: ClientSession, base: str) -> Run:
     assert health.get("status") == "ok", health
     assert isinstance(health.get("targets"), list), health
 
-    if run.has("omniroute_simulate_route"):
-        await run.ok("omniroute_simulate_route", {"model": MODEL, "promptTokenEstimate": 500})
+    sim = await run.ok("omniroute_simulate_route", {"model": MODEL, "promptTokenEstimate": 500})
+    assert isinstance(sim.get("plan"), list) and sim["plan"], sim
 
-    if run.has("omniroute_route_request"):
-        out = await run.ok(
-            "omniroute_route_request",
-            {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]},
-        )
-        assert isinstance(out.get("request_id"), str) and out["request_id"], out
-        assert isinstance(out.get("content"), str), out
-        rid = out["request_id"]
-    else:
-        rid = chat_request_id(base)
+    out = await run.ok(
+        "omniroute_route_request",
+        {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]},
+    )
+    assert isinstance(out.get("request_id"), str) and out["request_id"], out
+    assert isinstance(out.get("content"), str) and out["content"], out
+    rid = out["request_id"]
 
     explained = await run.ok("omniroute_explain_route", {"requestId": rid})
     assert explained.get("request_id") == rid, explained
     assert isinstance(explained.get("explain"), dict), explained
 
-    if run.has("omniroute_replay_strategy"):
-        await run.ok("omniroute_replay_strategy", {"strategy": "round_robin"})
+    report = await run.ok("omniroute_replay_strategy", {"strategy": "round-robin"})
+    assert "recorded" in report and "simulated" in report, report
 
     # A mistake is a tool error the agent can read, not a protocol failure.
     bad = await session.call_tool("omniroute_explain_route", {"requestId": "not-an-id"})
@@ -126,8 +105,7 @@ async def over_stdio(base: str, binary: str, data_dir: str) -> Run:
 
 async def main(base: str, binary: str, data_dir: str) -> None:
     for run in [await over_http(base), await over_stdio(base, binary, data_dir)]:
-        skipped = f" (not on this server yet: {', '.join(run.skipped)})" if run.skipped else ""
-        print(f"mcp-sdk [{run.transport}]: {run.passed} passed, 0 failed{skipped}")
+        print(f"mcp-sdk [{run.transport}]: {run.passed} passed, 0 failed")
 
 
 if __name__ == "__main__":
