@@ -567,3 +567,37 @@ fn the_schema_check_can_fail() {
         );
     }
 }
+
+#[tokio::test]
+async fn calls_no_tool_ran_are_audited_too() {
+    let a = Fake::start(vec![], Step::ok("a")).await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let mcp = Mcp::connect(&gw, None).await;
+    // Arguments that do not match the input schema (a tool error) and a tool that does not exist
+    // (a protocol error): rmcp refuses both before any tool runs, and each is still in the log.
+    let bad_args = mcp
+        .err("omniroute_explain_route", json!({ "requestId": 42 }))
+        .await;
+    assert!(bad_args.contains("expected a string"), "{bad_args}");
+    assert!(
+        mcp.client
+            .call_tool(rmcp::model::CallToolRequestParams::new("omniroute_nope"))
+            .await
+            .is_err()
+    );
+    mcp.close().await;
+    gw.stop().await;
+    let calls: Vec<(String, bool, Option<String>)> = gw
+        .all_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            omniroute_core::event::Event::ToolCalled(t) => Some((t.tool, t.ok, t.error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].0, "omniroute_explain_route");
+    assert_eq!(calls[1].0, "omniroute_nope");
+    assert!(calls.iter().all(|c| !c.1 && c.2.is_some()), "{calls:?}");
+}

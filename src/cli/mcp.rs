@@ -96,19 +96,7 @@ pub fn run(args: McpArgs) -> CliResult {
             data_dir.display(),
             engine.config().version()
         );
-        let served = OmniMcp::new(engine.clone(), Some(caller))
-            .serve(rmcp::transport::stdio())
-            .await;
-        let r = match served {
-            Ok(service) => service
-                .waiting()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("the MCP session failed: {e}")),
-            Err(e) => Err(format!(
-                "no MCP session started (stdin must carry an MCP client's `initialize`): {e}"
-            )),
-        };
+        let r = serve_stdio(OmniMcp::new(engine.clone(), Some(caller))).await;
         if let Err(e) = engine.checkpoint() {
             eprintln!("omniroute mcp: could not checkpoint the routing state: {e}");
         }
@@ -191,22 +179,11 @@ async fn bridge(addr: &str, dir: &Path, key: Option<String>) -> Result<(), Strin
         "omniroute mcp: bridging stdio to {url} (the server that owns {})",
         dir.display()
     );
-    let served = Bridge {
+    let r = serve_stdio(Bridge {
         upstream: upstream.peer().clone(),
         info,
-    }
-    .serve(rmcp::transport::stdio())
+    })
     .await;
-    let r = match served {
-        Ok(service) => service
-            .waiting()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("the MCP session failed: {e}")),
-        Err(e) => Err(format!(
-            "no MCP session started (stdin must carry an MCP client's `initialize`): {e}"
-        )),
-    };
     // Ends the server's session (an HTTP DELETE) instead of leaving it to time out.
     if let Err(e) = upstream.cancel().await {
         eprintln!("omniroute mcp: closing the session at {url} failed: {e}");
@@ -339,5 +316,19 @@ fn upstream_error(e: rmcp::ServiceError) -> ErrorData {
     match e {
         rmcp::ServiceError::McpError(d) => d,
         e => ErrorData::internal_error(format!("the omniroute server did not answer: {e}"), None),
+    }
+}
+
+/// Serves `handler` over stdio until the client ends the session.
+async fn serve_stdio<S: rmcp::ServerHandler>(handler: S) -> Result<(), String> {
+    match handler.serve(rmcp::transport::stdio()).await {
+        Ok(service) => service
+            .waiting()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the MCP session failed: {e}")),
+        Err(e) => Err(format!(
+            "no MCP session started (stdin must carry an MCP client's `initialize`): {e}"
+        )),
     }
 }

@@ -964,16 +964,10 @@ impl Engine {
     /// The earliest time any target of `provider` may be attempted again after a rate limit
     /// (Health's cooldown), if one is still cooling down now.
     pub fn provider_cooldown_until(&self, provider: &str) -> Option<u64> {
-        let cfg = self.config();
-        let seq = lock(&self.seq);
-        let health = &seq.state.health;
-        let now = self.clock.now_ms().max(seq.last_ms);
-        cfg.models
-            .iter()
-            .filter(|m| cfg.provider_of(m).is_some_and(|p| p.id == provider))
-            .filter_map(|m| health.target(health.model_index(&m.id)?))
-            .map(|t| t.cooldown_until_ms)
-            .filter(|&until| until > now)
+        self.targets()
+            .into_iter()
+            .filter(|t| t.provider == provider)
+            .filter_map(|t| t.cooldown_until_ms)
             .min()
     }
 

@@ -14,13 +14,17 @@ mod control;
 mod execute;
 mod read;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, ServerCapabilities, ServerConfig,
+};
 use rmcp::service::RequestContext;
-use rmcp::{Json, RoleServer, ServerHandler, tool_handler};
+use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool_handler};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -30,6 +34,12 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::ops::audit;
 use crate::ops::auth::Caller;
+
+tokio::task_local! {
+    /// Set by [`OmniMcp::audited`] within one `call_tool`: whether a tool ran (and recorded
+    /// the call).
+    static RECORDED: Cell<bool>;
+}
 
 /// The omniroute MCP server: one per MCP session.
 #[derive(Clone)]
@@ -82,6 +92,8 @@ impl OmniMcp {
         let Some(caller) = self.caller_of(ctx) else {
             return Err("no authenticated caller".to_string());
         };
+        // This call is recorded here; `call_tool` records only the calls no tool ran.
+        let _ = RECORDED.try_with(|r| r.set(true));
         let args_v = serde_json::to_value(&args).unwrap_or(Value::Null);
         let result = run(Arc::clone(&self.engine), caller.clone(), args)
             .await
@@ -94,22 +106,69 @@ impl OmniMcp {
             Ok(v) => Ok(serde_json::to_value(v).unwrap_or(Value::Null)),
             Err(e) => Err(e.as_str()),
         };
+        self.record_call(tool, &caller, &args_v, started, out).await;
+        result.map(Json)
+    }
+
+    /// Records one call as a `ToolCalled` event. Not waited for: an audit record is batched like
+    /// a request's own events.
+    async fn record_call(
+        &self,
+        tool: &str,
+        caller: &Caller,
+        args: &Value,
+        started: std::time::Instant,
+        out: Result<Value, &str>,
+    ) {
         let event = audit::tool_called(
             tool,
-            &caller,
-            &args_v,
+            caller,
+            args,
             &self.engine.audit_key(),
             started.elapsed(),
             out.as_ref().map_err(|e| *e),
         );
-        // Not waited for: an audit record is batched like a request's own events.
         let _ = self.engine.record(event).await;
-        result.map(Json)
     }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for OmniMcp {
+    /// The router's call, plus an audit record of each call no tool ran: an unknown tool, or
+    /// arguments that do not match the tool's input schema, are refused by rmcp before
+    /// [`OmniMcp::audited`] (which records every call a tool handles).
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = std::time::Instant::now();
+        // The name comes from the client: stored at most 100 characters of it.
+        let tool: String = request.name.chars().take(100).collect();
+        let args = request.arguments.clone().map_or(Value::Null, Value::Object);
+        let caller = self.caller_of(&context);
+        let call = self
+            .tool_router
+            .call(ToolCallContext::new(self, request, context));
+        let (r, ran) = RECORDED
+            .scope(Cell::new(false), async {
+                let r = call.await;
+                (r, RECORDED.with(Cell::get))
+            })
+            .await;
+        if let (false, Some(c)) = (ran, &caller) {
+            let why = match &r {
+                Err(e) => e.message.to_string(),
+                Ok(CallToolResponse::Complete(res)) => {
+                    serde_json::to_string(&res.content).unwrap_or_else(|_| "refused".to_string())
+                }
+                Ok(_) => "refused".to_string(),
+            };
+            self.record_call(&tool, c, &args, started, Err(&why)).await;
+        }
+        r
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("omniroute", env!("CARGO_PKG_VERSION")))
