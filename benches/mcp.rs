@@ -93,6 +93,20 @@ fn bench(c: &mut Criterion) {
         Value::Object(m) => m,
         _ => unreachable!(),
     };
+    // The operations alone (no protocol, no audit record): what the round trips above add to.
+    let owner = auth::authenticate(&engine.keys, None, None, true).unwrap();
+    let mut g = c.benchmark_group("mcp_operation_only");
+    g.bench_function("get_health", |b| {
+        b.iter(|| omniroute::ops::read::health(&engine, &owner).unwrap())
+    });
+    g.bench_function("explain_route", |b| {
+        b.to_async(&rt).iter(|| async {
+            omniroute::ops::read::explain(&engine, &owner, &rid)
+                .await
+                .unwrap()
+        })
+    });
+    g.finish();
     for (name, client) in [("in_process", &local), ("http", &http)] {
         let mut g = c.benchmark_group(format!("mcp_{name}"));
         g.bench_function("get_health", |b| {
