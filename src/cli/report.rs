@@ -61,6 +61,7 @@ pub struct CostArgs {
     /// Price the recorded tokens with this config's model prices instead ("what would it have cost").
     #[arg(long, value_name = "FILE")]
     pricing: Option<PathBuf>,
+    /// Print the JSON of `GET /api/usage/cost` instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -71,7 +72,9 @@ pub enum SessionsCommand {
     Show {
         #[command(flatten)]
         data: DataArgs,
+        /// The session id (the `x-omniroute-session` header of its requests).
         id: String,
+        /// Print the JSON of `GET /api/sessions/{id}` instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -81,6 +84,7 @@ pub enum SessionsCommand {
 pub struct ProvidersArgs {
     #[command(flatten)]
     data: DataArgs,
+    /// Print the JSON of `GET /api/providers/metrics` instead of a table.
     #[arg(long)]
     json: bool,
 }
