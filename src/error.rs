@@ -13,6 +13,10 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: u64,
     },
+    /// The client did not send its whole body within `server.body_read_timeout_ms`.
+    RequestTimeout {
+        limit_ms: u64,
+    },
     UnknownModel(String),
     ComboInactive(String),
     Unauthorized(String),
@@ -61,6 +65,7 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => (400, "invalid_request_error", "invalid_request"),
             Self::PayloadTooLarge { .. } => (413, "invalid_request_error", "payload_too_large"),
+            Self::RequestTimeout { .. } => (408, "invalid_request_error", "request_timeout"),
             Self::UnknownModel(_) => (404, "invalid_request_error", "model_not_found"),
             Self::ComboInactive(_) => (400, "invalid_request_error", "combo_inactive"),
             Self::Unauthorized(_) => (401, "invalid_request_error", "invalid_api_key"),
@@ -87,6 +92,10 @@ impl ApiError {
             Self::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")
             }
+            Self::RequestTimeout { limit_ms } => format!(
+                "the request body did not arrive within {limit_ms} ms \
+                 (server.body_read_timeout_ms)"
+            ),
             Self::UnknownModel(m) => format!("the model or combo `{m}` does not exist"),
             Self::ComboInactive(c) => format!("the combo `{c}` is not active"),
             Self::Unauthorized(m) | Self::Forbidden(m) | Self::NotFound(m) => m.clone(),

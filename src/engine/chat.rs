@@ -240,7 +240,8 @@ impl Ctx {
         let error = FinalError {
             code: code.to_string(),
             class,
-            message: e.message(),
+            // Upstream text (and anything else quoted) is cut: the log never shrinks.
+            message: crate::limits::clip(&e.message(), crate::limits::MAX_STORED_TEXT_BYTES),
         };
         if self.finish(status, None, Some(error)).await {
             e
@@ -882,7 +883,7 @@ fn relay(r: Relay) -> FrameStream {
         let error = FinalError {
             code: "stream_cut".into(),
             class: Some(ErrorClass::StreamCut),
-            message: message.clone(),
+            message: crate::limits::clip(&message, crate::limits::MAX_STORED_TEXT_BYTES),
         };
         drop(r.end(200, Some(failure), Some(error)));
         Some((in_band_error(&message, "stream_cut"), r))

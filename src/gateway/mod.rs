@@ -16,16 +16,20 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::serve::{ListenerExt, TapIo};
 use axum::{Json, Router, middleware};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use omniroute_replay::ReplayRequest;
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_service::Service;
 
 use axum::body::Bytes;
 use omniroute_core::flow::fold::DecisionReport;
@@ -110,25 +114,103 @@ pub fn app_with(engine: Arc<Engine>, mcp_stop: CancellationToken) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
+///
+/// Connections are served here rather than by `axum::serve`, which reads headers without a
+/// deadline (a client dripping one byte at a time held its connection forever, issue 15):
+/// - headers must arrive within `server.header_read_timeout_ms` (HTTP/1; hyper closes the
+///   connection otherwise), and a silent connection is closed after the same time;
+/// - at most `server.max_connections` connections are served at once. At the limit the server
+///   stops accepting: further connections wait in the kernel's accept queue (and are refused by
+///   the kernel once it is full) until a served one ends, so a flood holds at most that many
+///   descriptors and every slot frees itself within the read timeouts;
+/// - the body read timeout is the chat handler's (`server.body_read_timeout_ms`, a 408).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let heartbeat = tokio::spawn(heartbeat());
+    let server = engine.config().server.clone();
     let mcp_stop = CancellationToken::new();
-    let stop = mcp_stop.clone();
-    let r = axum::serve(
-        no_delay(listener),
-        app_with(engine, mcp_stop).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        stop.cancel();
-    })
-    .await;
+    let mut make =
+        app_with(engine, mcp_stop.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout());
+    // As axum::serve: the CONNECT protocol, for HTTP/2 WebSockets.
+    builder.http2().enable_connect_protocol();
+    let header_timeout = server.header_read_timeout();
+    let max = server.max_connections();
+    let slots = Arc::new(Semaphore::new(max));
+    let draining = CancellationToken::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        no_delay(&stream);
+        let Ok(svc) = make.call(remote).await;
+        let svc = TowerToHyperService::new(svc);
+        let builder = builder.clone();
+        let draining = draining.clone();
+        tokio::spawn(async move {
+            // HTTP/1's header timer starts once the protocol is known; auto-detection first
+            // waits for a byte, so a connection that sends nothing is cut here after the same
+            // time.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return drop(permit),
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = draining.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // MCP sessions' open event streams would otherwise hold the drain.
+    mcp_stop.cancel();
+    draining.cancel();
+    // Every connection holds a slot until it ends: all slots back means all connections done.
+    let _ = slots.acquire_many(max.min(u32::MAX as usize) as u32).await;
     heartbeat.abort();
-    r
+    Ok(())
+}
+
+/// An `accept` that failed. Errors of one connection (reset before it was accepted) are
+/// skipped; others (out of descriptors) are waited out briefly, as axum::serve does, so the
+/// loop does not spin while the process is at its descriptor limit.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Sets `TCP_NODELAY` on every accepted connection. A streamed answer is many small writes (one
@@ -136,12 +218,9 @@ pub async fn serve(
 /// write behind unacknowledged data waits for the client's delayed ACK, so every streamed answer
 /// on a keep-alive connection ended ~40 ms late with the CPU idle (issue 10). Every frame is worth
 /// sending at once: the writes are already as large as the data that has arrived.
-fn no_delay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
-    fn set(s: &mut TcpStream) {
-        // Fails only on a socket that is already broken; the connection then fails on its own.
-        let _ = s.set_nodelay(true);
-    }
-    listener.tap_io(set)
+fn no_delay(s: &tokio::net::TcpStream) {
+    // Fails only on a socket that is already broken; the connection then fails on its own.
+    let _ = s.set_nodelay(true);
 }
 
 /// Keeps one short timer always pending in the runtime. tokio wakes a worker parked in the I/O
@@ -244,10 +323,17 @@ async fn chat(
         Ok(c) => c.key,
         Err(e) => return e.into_response(),
     };
-    let limit = engine.config().server.max_body_bytes;
-    let raw = match axum::body::to_bytes(body, limit as usize).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::PayloadTooLarge { limit }.into_response(),
+    let server = &engine.config().server;
+    let limit = server.max_body_bytes;
+    let wait = server.body_read_timeout();
+    // A client that stops mid-body would otherwise hold the connection (and its slot) forever.
+    let raw = match tokio::time::timeout(wait, axum::body::to_bytes(body, limit as usize)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return ApiError::PayloadTooLarge { limit }.into_response(),
+        Err(_) => {
+            let limit_ms = wait.as_millis() as u64;
+            return ApiError::RequestTimeout { limit_ms }.into_response();
+        }
     };
     let mut input = match request::parse(raw, &headers) {
         Ok(i) => i,
@@ -328,6 +414,7 @@ async fn set_budget(
     Path(session_id): Path<String>,
     b: Bytes,
 ) -> Result<Json<control::BudgetGuardOut>, ApiError> {
+    crate::limits::session_id(&session_id, "id")?;
     let b: BudgetBody = body(&b, "budget body")?;
     let args = control::SetBudgetGuardArgs {
         session_id,
@@ -387,6 +474,7 @@ async fn explain(op: Op, Path(id): Path<String>) -> Result<Json<Explain>, ApiErr
 }
 
 async fn session(op: Op, Path(id): Path<String>) -> Result<Json<SessionView>, ApiError> {
+    crate::limits::session_id(&id, "id")?;
     read::session(&op.engine, &op.caller, &id).await.map(Json)
 }
 

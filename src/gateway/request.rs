@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::ChatInput;
 use crate::error::ApiError;
+use crate::limits::{self, MAX_HEADER_VALUE_BYTES, MAX_MESSAGES, MAX_MODEL_BYTES};
 
 /// Parameters of OpenAI's chat-completions API that are accepted (and passed upstream).
 const KNOWN: &[&str] = &[
@@ -81,6 +82,15 @@ fn check_messages(messages: &Value, required: &mut u8) -> Result<usize, ApiError
     if list.is_empty() {
         return Err(bad("`messages` must not be empty".into(), "messages"));
     }
+    if list.len() > MAX_MESSAGES {
+        return Err(bad(
+            format!(
+                "`messages` has {} messages; at most {MAX_MESSAGES} are accepted",
+                list.len()
+            ),
+            "messages",
+        ));
+    }
     let mut chars = 0;
     for (i, m) in list.iter().enumerate() {
         let at = format!("messages[{i}]");
@@ -153,14 +163,23 @@ fn opt_range(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<()
     }
 }
 
+/// An omniroute header's value: visible ASCII of at most [`MAX_HEADER_VALUE_BYTES`].
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| bad(format!("header {name} must be visible ASCII"), name)),
+    let Some(v) = headers.get(name) else {
+        return Ok(None);
+    };
+    if v.len() > MAX_HEADER_VALUE_BYTES {
+        return Err(bad(
+            format!(
+                "header {name} is {} bytes; at most {MAX_HEADER_VALUE_BYTES} are accepted",
+                v.len()
+            ),
+            name,
+        ));
     }
+    v.to_str()
+        .map(Some)
+        .map_err(|_| bad(format!("header {name} must be visible ASCII"), name))
 }
 
 /// Validates a request body and the omniroute headers into a [`ChatInput`].
@@ -179,6 +198,17 @@ pub fn parse(raw: Bytes, headers: &HeaderMap) -> Result<ChatInput, ApiError> {
         return Err(bad(format!("unknown parameter `{k}`"), k));
     }
     let requested = match obj.get("model") {
+        Some(Value::String(m)) if m.len() > MAX_MODEL_BYTES => {
+            // Refused before anything is recorded: the name would be stored in the log.
+            return Err(bad(
+                format!(
+                    "`model` is {} bytes; model and combo ids are at most {MAX_MODEL_BYTES} \
+                     bytes (see GET /v1/models)",
+                    m.len()
+                ),
+                "model",
+            ));
+        }
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => return Err(bad("`model` must be a non-empty string".into(), "model")),
         None => return Err(bad("missing required parameter `model`".into(), "model")),
@@ -240,16 +270,7 @@ pub fn parse(raw: Bytes, headers: &HeaderMap) -> Result<ChatInput, ApiError> {
         required |= Capability::Json.bit();
     }
     let session = header(headers, "x-omniroute-session")?
-        .map(|s| {
-            if s.is_empty() || s.len() > 128 {
-                Err(bad(
-                    "x-omniroute-session must be 1 to 128 characters".into(),
-                    "x-omniroute-session",
-                ))
-            } else {
-                Ok(s.to_string())
-            }
-        })
+        .map(|s| limits::session_id(s, "x-omniroute-session").map(|()| s.to_string()))
         .transpose()?;
     let min_tier = header(headers, "x-omniroute-min-tier")?
         .map(|s| {
@@ -295,6 +316,7 @@ pub fn for_tool(
     }
     let mut headers = HeaderMap::new();
     if let Some(s) = session {
+        limits::session_id(s, "session")?;
         let v = axum::http::HeaderValue::from_str(s).map_err(|_| {
             bad(
                 "session must be 1 to 128 visible ASCII characters".into(),

@@ -16,8 +16,6 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::ops::auth::{Caller, Scope};
 
-/// Longest session id a budget guard accepts (it is stored in the log).
-const MAX_SESSION_ID: usize = 256;
 /// Highest model tier (`core` config validation allows 0..=3).
 const MAX_TIER: u8 = 3;
 
@@ -397,12 +395,8 @@ pub async fn set_budget_guard(
     args: SetBudgetGuardArgs,
 ) -> Result<BudgetGuardOut, ApiError> {
     caller.require(&[Scope::WriteBudget])?;
-    if args.session_id.is_empty() || args.session_id.len() > MAX_SESSION_ID {
-        return Err(ApiError::bad(
-            format!("sessionId must be 1 to {MAX_SESSION_ID} characters"),
-            Some("sessionId"),
-        ));
-    }
+    // The id is stored in the log (`BudgetGuardSet`): the one session-id validator.
+    crate::limits::session_id(&args.session_id, "sessionId")?;
     if !(args.max_cost_usd.is_finite() && args.max_cost_usd >= 0.0) {
         return Err(ApiError::bad(
             format!(

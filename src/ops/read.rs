@@ -269,6 +269,7 @@ pub async fn session(
     id: &str,
 ) -> Result<SessionView, ApiError> {
     caller.require(&[Scope::ReadUsage])?;
+    crate::limits::session_id(id, "sessionId")?;
     engine.settled().await?;
     let reserved = engine.guard(id).map_or(0, |g| g.reserved_micros);
     engine.projections.read(|p| admin::session(p, id, reserved))

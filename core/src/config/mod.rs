@@ -91,6 +91,46 @@ pub struct Server {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_body_bytes: u64,
+    /// Longest a client may take to send a request's headers, from the moment the server starts
+    /// reading them; then the connection is closed (slowloris). `None`: the default (10 s). The
+    /// three runtime fields below are `Option` so configs written before them keep their version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Longest a client may take to send a chat request's body once its headers are in; then the
+    /// answer is 408. `None`: the default (30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Most connections served at once; further ones wait in the kernel's accept queue until one
+    /// ends. `None`: the default (1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+impl Server {
+    pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+    /// Longest read timeout accepted (10 minutes): a longer one is no protection.
+    pub const MAX_READ_TIMEOUT_MS: u64 = 600_000;
+
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.header_read_timeout_ms
+                .unwrap_or(Self::DEFAULT_HEADER_READ_TIMEOUT_MS),
+        )
+    }
+
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.body_read_timeout_ms
+                .unwrap_or(Self::DEFAULT_BODY_READ_TIMEOUT_MS),
+        )
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+            .unwrap_or(Self::DEFAULT_MAX_CONNECTIONS) as usize
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

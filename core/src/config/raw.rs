@@ -34,6 +34,9 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -82,6 +82,36 @@ pub(super) fn validate(raw: RawConfig, src: &str, file: &str) -> Result<Config, 
             "omit it for the default of 4 MiB",
         );
     }
+    for (key, v) in [
+        (
+            "server.header_read_timeout_ms",
+            raw.server.header_read_timeout_ms,
+        ),
+        (
+            "server.body_read_timeout_ms",
+            raw.server.body_read_timeout_ms,
+        ),
+    ] {
+        if let Some(ms) = v.filter(|ms| *ms == 0 || *ms > Server::MAX_READ_TIMEOUT_MS) {
+            p.add(
+                key,
+                None,
+                format!(
+                    "{ms} ms is not from 1 to {} ms",
+                    Server::MAX_READ_TIMEOUT_MS
+                ),
+                "omit it for the default (10000 for headers, 30000 for a body)",
+            );
+        }
+    }
+    if raw.server.max_connections == Some(0) {
+        p.add(
+            "server.max_connections",
+            None,
+            "0 connections would serve nobody".into(),
+            "omit it for the default of 1024, or give a number of connections, 1 or more",
+        );
+    }
     let server = Server {
         listen,
         data_dir: raw
@@ -90,6 +120,9 @@ pub(super) fn validate(raw: RawConfig, src: &str, file: &str) -> Result<Config, 
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         max_body_bytes,
+        header_read_timeout_ms: raw.server.header_read_timeout_ms,
+        body_read_timeout_ms: raw.server.body_read_timeout_ms,
+        max_connections: raw.server.max_connections,
     };
     let batch_window_ms = raw.log.batch_window_ms.unwrap_or(DEFAULT_BATCH_WINDOW_MS);
     if batch_window_ms > MAX_BATCH_WINDOW_MS {
