@@ -25,6 +25,17 @@ pub enum ApiError {
     BudgetExceeded {
         message: String,
     },
+    /// No configured target could ever serve the request, because the prompt is longer than
+    /// every target's context window.
+    ContextLengthExceeded {
+        message: String,
+    },
+    /// Every target that could serve is rate-limited or cooling down: retry after this many
+    /// seconds (the soonest cooldown end, rounded up), sent as the `Retry-After` header.
+    RateLimited {
+        message: String,
+        retry_after_s: u64,
+    },
     /// Every candidate was excluded before any attempt.
     NoTarget {
         reasons: Vec<String>,
@@ -72,6 +83,10 @@ impl ApiError {
             Self::Forbidden(_) => (403, "permission_error", "forbidden"),
             Self::NotFound(_) => (404, "invalid_request_error", "not_found"),
             Self::BudgetExceeded { .. } => (429, "insufficient_quota", "budget_exceeded"),
+            Self::ContextLengthExceeded { .. } => {
+                (400, "invalid_request_error", "context_length_exceeded")
+            }
+            Self::RateLimited { .. } => (429, "rate_limit_error", "rate_limit_exceeded"),
             Self::NoTarget { .. } => (503, "api_error", "no_target_available"),
             Self::AllFailed { .. } => (503, "api_error", "all_targets_failed"),
             Self::Upstream { status, .. } => {
@@ -99,7 +114,9 @@ impl ApiError {
             Self::UnknownModel(m) => format!("the model or combo `{m}` does not exist"),
             Self::ComboInactive(c) => format!("the combo `{c}` is not active"),
             Self::Unauthorized(m) | Self::Forbidden(m) | Self::NotFound(m) => m.clone(),
-            Self::BudgetExceeded { message } => message.clone(),
+            Self::BudgetExceeded { message }
+            | Self::ContextLengthExceeded { message }
+            | Self::RateLimited { message, .. } => message.clone(),
             Self::NoTarget { reasons } => {
                 format!("no target is available: {}", reasons.join("; "))
             }
@@ -125,12 +142,21 @@ impl ApiError {
         }
     }
 
+    /// Seconds the client should wait before retrying, sent as `Retry-After` (SDKs honour it).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+
     /// The OpenAI error body.
     pub fn body(&self) -> Value {
         let (_, kind, code) = self.parts();
         let param = match self {
             Self::BadRequest { param, .. } => param.clone(),
             Self::UnknownModel(_) | Self::ComboInactive(_) => Some("model".into()),
+            Self::ContextLengthExceeded { .. } => Some("messages".into()),
             _ => None,
         };
         json!({ "error": { "message": self.message(), "type": kind, "param": param, "code": code } })

@@ -36,6 +36,7 @@ use omniroute_core::pricing;
 use omniroute_core::router::{AttemptOutcome, CircuitTransition, RouteError, event_target};
 use serde_json::{Value, json};
 
+use super::outcome::{self, Asked, Unserved};
 use super::{Engine, Sink};
 use crate::error::ApiError;
 use crate::providers::{self, Call, Chunk, ChunkStream, Failure, Reply};
@@ -260,7 +261,8 @@ impl Ctx {
         self.client_gone.load(Ordering::Acquire)
     }
 
-    /// Records one attempt's end and folds it into health.
+    /// Records one attempt's end and folds it into health. Returns when the target's cooldown
+    /// (after a rate limit, say) ends, if it is cooling down now.
     fn attempt_finished(
         &mut self,
         attempt: u16,
@@ -269,7 +271,7 @@ impl Ctx {
         tokens: Tokens,
         failure: Option<&Failure>,
         status: Option<u16>,
-    ) {
+    ) -> Option<u64> {
         let price = self.cfg.model(m).and_then(|model| model.price.as_ref());
         let cost = pricing::cost(price, &tokens);
         if price.is_none() && total(&tokens) > 0 {
@@ -312,13 +314,19 @@ impl Ctx {
         // Folded into Health at the time it is recorded, in the step that records it.
         self.engine
             .sequenced(&mut self.sink, Some(event), |state, now| {
-                let change = state
-                    .health
-                    .resolve(m, id)
+                let i = state.health.resolve(m, id);
+                let change = i
                     .and_then(|i| state.health.observe(&outcome(i), now))
                     .map(|t| CircuitTransition { model: m, ..t });
-                ((), [Engine::circuit_event(cfg, change, Some(rid)), None])
-            });
+                let cooling = i
+                    .and_then(|i| state.health.target(i))
+                    .map(|t| t.cooldown_until_ms)
+                    .filter(|&until| until > now);
+                (
+                    cooling,
+                    [Engine::circuit_event(cfg, change, Some(rid)), None],
+                )
+            })
     }
 
     fn budget_exceeded(&self, g: &Guard, outcome: String) -> Event {
@@ -450,13 +458,14 @@ async fn run(
     route: &mut Option<(String, u16)>,
     alert: &mut bool,
 ) -> Result<ChatReply, ApiError> {
-    let targets = ctx.route(seed, alert).await?;
+    let (targets, mut unserved) = ctx.route(seed, alert).await?;
     let res = ctx.cfg.resilience;
     let mut jitter = step::jitter_rng(seed);
     let mut failures: Vec<String> = Vec::new();
     let mut last_class = None;
     for (ti, &m) in targets.iter().enumerate() {
         let mut retries = 0;
+        let mut last;
         loop {
             ctx.attempts += 1;
             let attempt = ctx.attempts;
@@ -469,7 +478,14 @@ async fn run(
                 Err(f) => f,
             };
             let latency = t0.elapsed().as_micros() as u64;
-            ctx.attempt_finished(attempt, m, latency, Tokens::default(), Some(&f), f.status);
+            let until =
+                ctx.attempt_finished(attempt, m, latency, Tokens::default(), Some(&f), f.status);
+            // The last failure of a target is what it stands for in the final status.
+            last = Some(Unserved::Failed {
+                model: m,
+                class: f.class,
+                until_ms: until,
+            });
             if ctx.client_gone() {
                 // Nobody waits for the answer: no further attempt is worth paying for.
                 return Err(ctx.client_closed(None).await);
@@ -508,17 +524,21 @@ async fn run(
                 step::Next::Exhausted => break,
             }
         }
+        unserved.extend(last);
     }
-    Err(ctx
-        .fail(ApiError::AllFailed { attempts: failures }, last_class)
-        .await)
+    let e = ctx.unserved(&unserved, true, failures);
+    Err(ctx.fail(e, last_class).await)
 }
 
 impl Ctx {
     /// The routing step: budget verdict, `RouteInput` assembly and decision, made and recorded in
     /// one critical section (`flow::route`), so the reservation and Health it saw are the ones
-    /// the log implies. Returns the planned targets, or the refusal.
-    async fn route(&mut self, seed: u64, alert: &mut bool) -> Result<Vec<usize>, ApiError> {
+    /// the log implies. Returns the planned targets and the excluded ones, or the refusal.
+    async fn route(
+        &mut self,
+        seed: u64,
+        alert: &mut bool,
+    ) -> Result<(Vec<usize>, Vec<Unserved>), ApiError> {
         let facts = Facts {
             requested: &self.input.requested,
             est_prompt_tokens: self.input.est_prompt_tokens,
@@ -607,6 +627,18 @@ impl Ctx {
             }
         };
         let targets: Vec<usize> = decision.targets().collect();
+        let excluded: Vec<Unserved> = decision
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                let e = c.excluded?;
+                Some(Unserved::Excluded {
+                    model: c.model,
+                    reason: e.reason,
+                    until_ms: e.until_ms,
+                })
+            })
+            .collect();
         if targets.is_empty() {
             let reasons = decision
                 .candidates
@@ -621,9 +653,24 @@ impl Ctx {
                     ))
                 })
                 .collect();
-            return Err(self.fail(ApiError::NoTarget { reasons }, None).await);
+            let e = self.unserved(&excluded, false, reasons);
+            return Err(self.fail(e, None).await);
         }
-        Ok(targets)
+        Ok((targets, excluded))
+    }
+
+    /// The answer when no target served: the status table of [`outcome::unserved`], at the
+    /// engine's time now (cooldown ends are on the same clock).
+    fn unserved(&self, targets: &[Unserved], attempted: bool, detail: Vec<String>) -> ApiError {
+        let asked = Asked {
+            requested: &self.input.requested,
+            est_prompt_tokens: self.input.est_prompt_tokens,
+            max_tokens: self.input.max_tokens,
+            required: self.input.required,
+            min_tier: self.input.min_tier,
+        };
+        let now = self.engine.now_ms();
+        outcome::unserved(targets, &asked, &self.cfg, now, attempted, detail)
     }
 
     /// One attempt on target `m`: `AttemptStarted`, the provider call and, for a stream, its first

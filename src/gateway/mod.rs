@@ -51,7 +51,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _, _) = self.parts();
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.body())).into_response()
+        let mut r = (status, Json(self.body())).into_response();
+        if let Some(s) = self.retry_after() {
+            r.headers_mut().insert("retry-after", HeaderValue::from(s));
+        }
+        r
     }
 }
 
