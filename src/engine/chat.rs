@@ -36,7 +36,7 @@ use omniroute_core::pricing;
 use omniroute_core::router::{AttemptOutcome, CircuitTransition, RouteError, event_target};
 use serde_json::{Value, json};
 
-use super::{Engine, Sink};
+use super::{Engine, Sink, privacy};
 use crate::error::ApiError;
 use crate::providers::{self, Call, Chunk, ChunkStream, Failure, Reply};
 
@@ -236,11 +236,23 @@ impl Ctx {
     /// Ends the request with an error answer (503 `event_log_unavailable` instead if the request
     /// had to be committed and was not).
     async fn fail(&mut self, e: ApiError, class: Option<ErrorClass>) -> ApiError {
+        let message = e.message();
+        self.fail_stored(e, class, message).await
+    }
+
+    /// [`Ctx::fail`], storing `stored` as the error's message instead of the client's one (which
+    /// may quote an upstream's error text, see `privacy`).
+    async fn fail_stored(
+        &mut self,
+        e: ApiError,
+        class: Option<ErrorClass>,
+        stored: String,
+    ) -> ApiError {
         let (status, _, code) = e.parts();
         let error = FinalError {
             code: code.to_string(),
             class,
-            message: e.message(),
+            message: stored,
         };
         if self.finish(status, None, Some(error)).await {
             e
@@ -294,7 +306,7 @@ impl Ctx {
             error: failure.map(|f| AttemptError {
                 class: f.class,
                 retry_after_ms: f.retry_after_ms,
-                message: f.message.chars().take(200).collect(),
+                message: self.stored(f),
             }),
         }));
         let (cfg, rid) = (&self.cfg, self.rid);
@@ -318,6 +330,22 @@ impl Ctx {
                     .map(|t| CircuitTransition { model: m, ..t });
                 ((), [Engine::circuit_event(cfg, change, Some(rid)), None])
             });
+    }
+
+    /// Whether `f`'s message is the upstream's text and must not be stored.
+    fn withholds(&self, f: &Failure) -> bool {
+        f.upstream_kind.is_some() && !self.cfg.log.store_bodies
+    }
+
+    /// A failure's message as it may be stored (the upstream's text only with `store_bodies`).
+    fn stored(&self, f: &Failure) -> String {
+        // The audit key is read (or made) only when a text is to be withheld.
+        let key = if self.withholds(f) {
+            self.engine.audit_key()
+        } else {
+            [0; 32]
+        };
+        privacy::stored_message(f, self.cfg.log.store_bodies, &key)
     }
 
     fn budget_exceeded(&self, g: &Guard, outcome: String) -> Event {
@@ -452,7 +480,9 @@ async fn run(
     let targets = ctx.route(seed, alert).await?;
     let res = ctx.cfg.resilience;
     let mut jitter = step::jitter_rng(seed);
+    // What the client is told, and what is stored (`privacy`).
     let mut failures: Vec<String> = Vec::new();
+    let mut stored: Vec<String> = Vec::new();
     let mut last_class = None;
     for (ti, &m) in targets.iter().enumerate() {
         let mut retries = 0;
@@ -474,13 +504,23 @@ async fn run(
                 return Err(ctx.client_closed(None).await);
             }
             last_class = Some(f.class);
-            failures.push(format!(
-                "attempt {attempt} {}: {:?}{} {}",
-                ctx.target_name(m),
-                f.class,
-                f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
-                f.message.chars().take(120).collect::<String>()
-            ));
+            let line = |message: &str| {
+                format!(
+                    "attempt {attempt} {}: {:?}{} {}",
+                    ctx.target_name(m),
+                    f.class,
+                    f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
+                    message.chars().take(120).collect::<String>()
+                )
+            };
+            failures.push(line(&f.message));
+            stored.push(if ctx.withholds(&f) {
+                // Not cut at 120: the kind and hash are all that is kept of the text.
+                let name = ctx.target_name(m);
+                format!("attempt {attempt} {name}: {:?} {}", f.class, ctx.stored(&f))
+            } else {
+                line(&f.message)
+            });
             let next = targets.get(ti + 1);
             match step::next(f.class, retries, next.is_some(), &res, &mut jitter) {
                 step::Next::Retry { after_ms } => {
@@ -488,15 +528,15 @@ async fn run(
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
                 }
                 step::Next::Refuse => {
+                    let refused = |message: &str| {
+                        format!("{} refused the request: {message}", ctx.target_name(m))
+                    };
+                    let kept = refused(&ctx.stored(&f));
                     let e = ApiError::Upstream {
                         status: f.status.filter(|s| (400..500).contains(s)).unwrap_or(502),
-                        message: format!(
-                            "{} refused the request: {}",
-                            ctx.target_name(m),
-                            f.message
-                        ),
+                        message: refused(&f.message),
                     };
-                    return Err(ctx.fail(e, Some(f.class)).await);
+                    return Err(ctx.fail_stored(e, Some(f.class), kept).await);
                 }
                 step::Next::FallBack => {
                     if let Some(&to) = next {
@@ -508,8 +548,9 @@ async fn run(
             }
         }
     }
+    let kept = ApiError::AllFailed { attempts: stored }.message();
     Err(ctx
-        .fail(ApiError::AllFailed { attempts: failures }, last_class)
+        .fail_stored(ApiError::AllFailed { attempts: failures }, last_class, kept)
         .await)
 }
 
@@ -875,14 +916,17 @@ fn relay(r: Relay) -> FrameStream {
                 }
             }
         };
-        let message = format!(
-            "the upstream stream broke after it started: {}",
-            failure.message
-        );
+        let broke = |m: &str| format!("the upstream stream broke after it started: {m}");
+        let message = broke(&failure.message);
+        let kept = r
+            .ctx
+            .as_ref()
+            .map(|c| c.stored(&failure))
+            .unwrap_or_default();
         let error = FinalError {
             code: "stream_cut".into(),
             class: Some(ErrorClass::StreamCut),
-            message: message.clone(),
+            message: broke(&kept),
         };
         drop(r.end(200, Some(failure), Some(error)));
         Some((in_band_error(&message, "stream_cut"), r))

@@ -11,6 +11,7 @@
 
 mod chat;
 pub mod keys;
+pub mod privacy;
 pub mod restore;
 
 use std::sync::atomic::{AtomicU64, Ordering};
