@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use omniroute_core::config::BUILTIN_NAME;
 use omniroute_core::event::Hash32;
 use omniroute_core::log::{Head, LOG_FILE, Log, LogError, Reader, VERIFIED_CHECKPOINT};
 
@@ -60,12 +59,10 @@ fn signal() -> impl std::future::Future<Output = ()> {
 
 pub fn run(args: ServeArgs) -> CliResult {
     let config = args.data.load_config()?;
-    let source = args
-        .data
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| BUILTIN_NAME.to_string());
+    let source = args.data.config_name();
+    for w in super::missing_keys(&config) {
+        eprintln!("{w}");
+    }
     let data_dir: PathBuf = args.data.data_dir()?;
     let listen = args.listen.unwrap_or(config.server.listen);
     let runtime = tokio::runtime::Builder::new_multi_thread()
