@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 fn check(file: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_omniroute"));
-    cmd.args(["config", "check"]);
+    cmd.args(["config", "check"]).env_remove("OMNIROUTE_CONFIG");
     if let Some(f) = file {
         cmd.arg(f);
     }
@@ -71,4 +71,85 @@ fn the_builtin_default_passes_and_a_missing_file_is_named() {
     let o = check(Some(Path::new("/nonexistent/omniroute.toml")));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/omniroute.toml"));
+}
+
+/// `config check` run in `cwd` with `OMNIROUTE_CONFIG` set to `env` (or unset): its stdout.
+fn check_in(cwd: &Path, env: Option<&Path>, file: Option<&Path>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_omniroute"));
+    cmd.args(["config", "check"]).current_dir(cwd);
+    match env {
+        Some(e) => cmd.env("OMNIROUTE_CONFIG", e),
+        None => cmd.env_remove("OMNIROUTE_CONFIG"),
+    };
+    if let Some(f) = file {
+        cmd.arg(f);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn the_config_is_found_where_users_put_it() {
+    let valid = fixtures("valid").remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    // No file anywhere: the built-in default.
+    let builtin = check_in(dir.path(), None, None);
+    assert!(
+        builtin.starts_with("ok: <built-in default config>:"),
+        "{builtin}"
+    );
+    // `omniroute config default > omniroute.toml`, as the README says: found in the working dir.
+    std::fs::copy(&valid, dir.path().join("omniroute.toml")).unwrap();
+    let local = check_in(dir.path(), None, None);
+    assert!(local.starts_with("ok: omniroute.toml:"), "{local}");
+    // OMNIROUTE_CONFIG wins over ./omniroute.toml, and the file given wins over both.
+    let env = dir.path().join("from-env.toml");
+    std::fs::copy(&valid, &env).unwrap();
+    let out = check_in(dir.path(), Some(&env), None);
+    assert!(out.starts_with(&format!("ok: {}:", env.display())), "{out}");
+    let out = check_in(dir.path(), Some(&env), Some(&valid));
+    assert!(
+        out.starts_with(&format!("ok: {}:", valid.display())),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_provider_whose_api_key_env_is_unset_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[providers]]
+id = "up"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "OMNIROUTE_TEST_NEVER_SET_KEY"
+
+[[models]]
+id = "up-small"
+provider = "up"
+"#,
+    )
+    .unwrap();
+    let run = |set: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_omniroute"));
+        cmd.args(["config", "check"]).arg(&file);
+        if set {
+            cmd.env("OMNIROUTE_TEST_NEVER_SET_KEY", "sk-test");
+        } else {
+            cmd.env_remove("OMNIROUTE_TEST_NEVER_SET_KEY");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stderr).unwrap()
+    };
+    let err = run(false);
+    assert!(
+        err.contains("OMNIROUTE_TEST_NEVER_SET_KEY") && err.contains("up-small"),
+        "{err}"
+    );
+    assert!(!run(true).contains("warning"));
 }

@@ -134,3 +134,48 @@ fn keys_are_printed_once_stored_as_hashes_and_revocable() {
         Some(1)
     );
 }
+
+#[test]
+fn generate_refuses_the_live_data_dir_and_an_implicit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let config = dir.path().join("omniroute.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n\n[[providers]]\nid = \"mock\"\nkind = \"mock\"\n\n[[models]]\nid = \"mock/fast\"\nprovider = \"mock\"\n",
+            live.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_omniroute"))
+            .args(["log", "generate", "--requests", "3", "--config"])
+            .arg(&config)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("OMNIROUTE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--data-dir"),
+        "{o:?}"
+    );
+    // The live dir, also when spelled differently.
+    for spelled in [live.display().to_string(), "./live".to_string()] {
+        let o = run(&["--data-dir", &spelled]);
+        assert!(!o.status.success(), "{spelled}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("configured data dir"), "{err}");
+    }
+    assert!(
+        !live.join(LOG_FILE).exists(),
+        "synthetic traffic reached the live dir"
+    );
+    let o = run(&["--data-dir", "scratch"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(dir.path().join("scratch").join(LOG_FILE).exists());
+}

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use omniroute_core::config::{BUILTIN_NAME, Config};
 
 use super::CliResult;
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
-    /// Check a config file (or the built-in default when no file is given).
+    /// Check a config file (without one: $OMNIROUTE_CONFIG, else ./omniroute.toml, else the
+    /// built-in default).
     Check {
         /// The omniroute.toml to check.
         file: Option<PathBuf>,
@@ -22,12 +22,12 @@ pub enum ConfigCommand {
 pub fn run(cmd: ConfigCommand) -> CliResult {
     match cmd {
         ConfigCommand::Check { file } => {
-            let (name, result) = match &file {
-                Some(f) => (f.display().to_string(), Config::load(f)),
-                None => (BUILTIN_NAME.to_string(), Config::builtin()),
-            };
+            let (name, result) = super::load_config_from(file.as_deref());
             match result {
                 Ok(c) => {
+                    for w in super::missing_keys(&c) {
+                        eprintln!("{w}");
+                    }
                     println!(
                         "ok: {name}: {} providers, {} models, {} combos; config_version {}",
                         c.providers.len(),

@@ -528,7 +528,34 @@ fn stats(data: &DataArgs, json: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Synthetic traffic never goes into the live, append-only log (where its cost would stay in every
+/// report): only into a data dir named with `--data-dir` that is not the config's `data_dir`.
 fn generate(data: &DataArgs, requests: u64) -> CliResult {
+    let Some(dir) = &data.data_dir else {
+        return Err(
+            "log generate writes synthetic traffic and needs a scratch data dir named \
+            explicitly: pass --data-dir DIR (never the live one)"
+                .into(),
+        );
+    };
+    let live = data.load_config()?.server.data_dir;
+    // Compared as resolved paths: `./x`, `x` and a symlink to it are the same dir.
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        let resolve = |p: &std::path::Path| {
+            std::fs::canonicalize(p)
+                .or_else(|_| std::path::absolute(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
+        resolve(a) == resolve(b)
+    };
+    if same(dir, &live) {
+        return Err(format!(
+            "log generate refuses to write synthetic traffic into {}: it is the configured \
+             data dir (server.data_dir), whose append-only log would keep it in every report; \
+             pass --data-dir with a scratch directory",
+            dir.display()
+        ));
+    }
     let log = data.open_log()?;
     let first = log.committed_seq();
     for n in 0..requests {

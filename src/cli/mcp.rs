@@ -14,7 +14,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use omniroute_core::config::BUILTIN_NAME;
 use omniroute_core::log::{LOG_FILE, Log, LogError};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, Implementation,
@@ -45,12 +44,7 @@ const KEY_ENV: &str = "OMNIROUTE_API_KEY";
 
 pub fn run(args: McpArgs) -> CliResult {
     let config = args.data.load_config()?;
-    let source = args
-        .data
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| BUILTIN_NAME.to_string());
+    let source = args.data.config_name();
     let data_dir = args.data.data_dir()?;
     let key = args
         .key

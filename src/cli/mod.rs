@@ -73,7 +73,8 @@ enum Command {
 /// Where the data lives; shared by every command that reads or writes the log.
 #[derive(clap::Args, Clone)]
 pub struct DataArgs {
-    /// Config file (omniroute.toml); without it, the built-in default config.
+    /// Config file [default: $OMNIROUTE_CONFIG, else ./omniroute.toml if present, else the
+    /// built-in default config]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data directory holding omniroute.redb [default: the config's server.data_dir, .omniroute]
@@ -81,14 +82,49 @@ pub struct DataArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// The environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "OMNIROUTE_CONFIG";
+/// The config file looked for in the working directory when neither is given.
+pub const LOCAL_CONFIG: &str = "omniroute.toml";
+
+/// The config file to load (DESIGN.md section 4): `explicit` (`--config`), else
+/// `OMNIROUTE_CONFIG`, else `./omniroute.toml` if it exists; `None` means the built-in default.
+pub fn config_file(explicit: Option<&std::path::Path>) -> Option<PathBuf> {
+    if let Some(f) = explicit {
+        return Some(f.to_path_buf());
+    }
+    if let Some(f) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(f));
+    }
+    let local = PathBuf::from(LOCAL_CONFIG);
+    local.is_file().then_some(local)
+}
+
+/// Loads [`config_file`]'s choice; returns its name (for messages) and the config.
+pub fn load_config_from(
+    explicit: Option<&std::path::Path>,
+) -> (String, Result<Config, omniroute_core::config::ConfigError>) {
+    match config_file(explicit) {
+        Some(f) => (f.display().to_string(), Config::load(&f)),
+        None => (
+            omniroute_core::config::BUILTIN_NAME.to_string(),
+            Config::builtin(),
+        ),
+    }
+}
+
 impl DataArgs {
-    /// The config named by `--config`, or the built-in default.
+    /// The config named by `--config`, `OMNIROUTE_CONFIG` or `./omniroute.toml`, else the
+    /// built-in default.
     pub fn load_config(&self) -> Result<Config, String> {
-        match &self.config {
-            Some(f) => Config::load(f),
-            None => Config::builtin(),
-        }
-        .map_err(|e| e.to_string())
+        load_config_from(self.config.as_deref())
+            .1
+            .map_err(|e| e.to_string())
+    }
+
+    /// The name of the config [`DataArgs::load_config`] loads: its path or the built-in's name.
+    pub fn config_name(&self) -> String {
+        load_config_from_name(self.config.as_deref())
     }
 
     /// Opens (owns) the log of the data dir these arguments name.
@@ -103,6 +139,44 @@ impl DataArgs {
             None => Ok(self.load_config()?.server.data_dir),
         }
     }
+}
+
+/// A warning for every provider whose `api_key_env` names an unset (or empty) variable, naming
+/// the variable and the models that need it: such a provider starts silently and then fails
+/// every request, so `serve` and `config check` say so up front.
+pub fn missing_keys(cfg: &Config) -> Vec<String> {
+    cfg.providers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let var = p.api_key_env.as_deref()?;
+            if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+                return None;
+            }
+            let models: Vec<&str> = cfg
+                .models
+                .iter()
+                .filter(|m| m.provider == i)
+                .map(|m| m.id.as_str())
+                .collect();
+            Some(format!(
+                "warning: provider `{}`: its api_key_env {var} is not set, so requests to {} will fail; export {var}=<key>",
+                p.id,
+                if models.is_empty() {
+                    "it".to_string()
+                } else {
+                    format!("models {}", models.join(", "))
+                }
+            ))
+        })
+        .collect()
+}
+
+fn load_config_from_name(explicit: Option<&std::path::Path>) -> String {
+    config_file(explicit).map_or_else(
+        || omniroute_core::config::BUILTIN_NAME.to_string(),
+        |f| f.display().to_string(),
+    )
 }
 
 /// A command's failure: printed as `error: ...` with exit code 1.

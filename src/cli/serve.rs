@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use omniroute_core::config::BUILTIN_NAME;
 use omniroute_core::event::Hash32;
 use omniroute_core::log::{Head, LOG_FILE, Log, LogError, Reader, VERIFIED_CHECKPOINT};
 
@@ -27,45 +26,61 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
 }
 
-/// Resolves at the first SIGINT or SIGTERM. The handlers are installed when this is called, not
-/// when the future is first polled: `serve` calls it before it says it is listening, so a signal
-/// sent right after that line is handled (not the default action, which kills the process
-/// without committing the log).
-fn signal() -> impl std::future::Future<Output = ()> {
+/// SIGINT and SIGTERM. The handlers are installed when this is made, not when first polled:
+/// `serve` makes it before it says it is listening, so a signal sent right after that line is
+/// handled (not the default action, which kills the process without committing the log). The
+/// first signal starts the graceful shutdown; a second one cuts it short.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let int = signal(SignalKind::interrupt());
-        let term = signal(SignalKind::terminate());
-        async move {
-            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = wait(int) => {}
-                _ = wait(term) => {}
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves at the next SIGINT or SIGTERM (never, if neither handler could be installed).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = one(&mut self.int) => {}
+                _ = one(&mut self.term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 pub fn run(args: ServeArgs) -> CliResult {
     let config = args.data.load_config()?;
-    let source = args
-        .data
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| BUILTIN_NAME.to_string());
+    let source = args.data.config_name();
+    for w in super::missing_keys(&config) {
+        eprintln!("{w}");
+    }
     let data_dir: PathBuf = args.data.data_dir()?;
     let listen = args.listen.unwrap_or(config.server.listen);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -83,7 +98,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let stop_signal = signal();
+        let mut signals = Signals::install();
         // Other commands find this server's admin API through this file (DESIGN.md, process model).
         let addr_file = data_dir.join(super::ADMIN_ADDR_FILE);
         std::fs::write(&addr_file, addr.to_string())
@@ -106,11 +121,17 @@ pub fn run(args: ServeArgs) -> CliResult {
         tokio::pin!(server);
         tokio::select! {
             r = &mut server => r.map_err(|e| e.to_string())?,
-            _ = stop_signal => {
-                eprintln!("omniroute: shutting down, finishing in-flight requests");
+            _ = signals.next() => {
+                eprintln!("omniroute: shutting down, finishing in-flight requests (a second Ctrl-C stops at once)");
                 let _ = stop_tx.send(true);
-                if tokio::time::timeout(GRACE, &mut server).await.is_err() {
-                    eprintln!("omniroute: in-flight requests still running after {GRACE:?}; stopping anyway");
+                tokio::select! {
+                    r = tokio::time::timeout(GRACE, &mut server) => if r.is_err() {
+                        eprintln!("omniroute: in-flight requests still running after {GRACE:?}; stopping anyway");
+                    },
+                    // What was acknowledged is committed below (`log.sync`) all the same.
+                    _ = signals.next() => {
+                        eprintln!("omniroute: second signal: stopping now, without waiting for in-flight requests");
+                    }
                 }
             }
         }

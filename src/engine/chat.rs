@@ -37,7 +37,7 @@ use omniroute_core::router::{AttemptOutcome, CircuitTransition, RouteError, even
 use serde_json::{Value, json};
 
 use super::outcome::{self, Asked, Unserved};
-use super::{Engine, Sink};
+use super::{Engine, Sink, privacy};
 use crate::error::ApiError;
 use crate::providers::{self, Call, Chunk, ChunkStream, Failure, Reply};
 
@@ -237,12 +237,24 @@ impl Ctx {
     /// Ends the request with an error answer (503 `event_log_unavailable` instead if the request
     /// had to be committed and was not).
     async fn fail(&mut self, e: ApiError, class: Option<ErrorClass>) -> ApiError {
+        let message = e.message();
+        self.fail_stored(e, class, message).await
+    }
+
+    /// [`Ctx::fail`], storing `stored` as the error's message instead of the client's one (which
+    /// may quote an upstream's error text, see `privacy`).
+    async fn fail_stored(
+        &mut self,
+        e: ApiError,
+        class: Option<ErrorClass>,
+        stored: String,
+    ) -> ApiError {
         let (status, _, code) = e.parts();
         let error = FinalError {
             code: code.to_string(),
             class,
             // Upstream text (and anything else quoted) is cut: the log never shrinks.
-            message: crate::limits::clip(&e.message(), crate::limits::MAX_STORED_TEXT_BYTES),
+            message: crate::limits::clip(&stored, crate::limits::MAX_STORED_TEXT_BYTES),
         };
         if self.finish(status, None, Some(error)).await {
             e
@@ -297,7 +309,7 @@ impl Ctx {
             error: failure.map(|f| AttemptError {
                 class: f.class,
                 retry_after_ms: f.retry_after_ms,
-                message: f.message.chars().take(200).collect(),
+                message: self.stored(f),
             }),
         }));
         let (cfg, rid) = (&self.cfg, self.rid);
@@ -327,6 +339,22 @@ impl Ctx {
                     [Engine::circuit_event(cfg, change, Some(rid)), None],
                 )
             })
+    }
+
+    /// Whether `f`'s message is the upstream's text and must not be stored.
+    fn withholds(&self, f: &Failure) -> bool {
+        f.upstream_kind.is_some() && !self.cfg.log.store_bodies
+    }
+
+    /// A failure's message as it may be stored (the upstream's text only with `store_bodies`).
+    fn stored(&self, f: &Failure) -> String {
+        // The audit key is read (or made) only when a text is to be withheld.
+        let key = if self.withholds(f) {
+            self.engine.audit_key()
+        } else {
+            [0; 32]
+        };
+        privacy::stored_message(f, self.cfg.log.store_bodies, &key)
     }
 
     fn budget_exceeded(&self, g: &Guard, outcome: String) -> Event {
@@ -461,7 +489,9 @@ async fn run(
     let (targets, mut unserved) = ctx.route(seed, alert).await?;
     let res = ctx.cfg.resilience;
     let mut jitter = step::jitter_rng(seed);
+    // What the client is told, and what is stored (`privacy`).
     let mut failures: Vec<String> = Vec::new();
+    let mut stored: Vec<String> = Vec::new();
     let mut last_class = None;
     for (ti, &m) in targets.iter().enumerate() {
         let mut retries = 0;
@@ -491,13 +521,23 @@ async fn run(
                 return Err(ctx.client_closed(None).await);
             }
             last_class = Some(f.class);
-            failures.push(format!(
-                "attempt {attempt} {}: {:?}{} {}",
-                ctx.target_name(m),
-                f.class,
-                f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
-                f.message.chars().take(120).collect::<String>()
-            ));
+            let line = |message: &str| {
+                format!(
+                    "attempt {attempt} {}: {:?}{} {}",
+                    ctx.target_name(m),
+                    f.class,
+                    f.status.map(|s| format!(" ({s})")).unwrap_or_default(),
+                    message.chars().take(120).collect::<String>()
+                )
+            };
+            failures.push(line(&f.message));
+            stored.push(if ctx.withholds(&f) {
+                // Not cut at 120: the kind and hash are all that is kept of the text.
+                let name = ctx.target_name(m);
+                format!("attempt {attempt} {name}: {:?} {}", f.class, ctx.stored(&f))
+            } else {
+                line(&f.message)
+            });
             let next = targets.get(ti + 1);
             match step::next(f.class, retries, next.is_some(), &res, &mut jitter) {
                 step::Next::Retry { after_ms } => {
@@ -505,15 +545,15 @@ async fn run(
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
                 }
                 step::Next::Refuse => {
+                    let refused = |message: &str| {
+                        format!("{} refused the request: {message}", ctx.target_name(m))
+                    };
+                    let kept = refused(&ctx.stored(&f));
                     let e = ApiError::Upstream {
                         status: f.status.filter(|s| (400..500).contains(s)).unwrap_or(502),
-                        message: format!(
-                            "{} refused the request: {}",
-                            ctx.target_name(m),
-                            f.message
-                        ),
+                        message: refused(&f.message),
                     };
-                    return Err(ctx.fail(e, Some(f.class)).await);
+                    return Err(ctx.fail_stored(e, Some(f.class), kept).await);
                 }
                 step::Next::FallBack => {
                     if let Some(&to) = next {
@@ -526,8 +566,10 @@ async fn run(
         }
         unserved.extend(last);
     }
+    // The client's answer quotes the attempts' errors; what is stored withholds upstream text.
+    let kept = ctx.unserved(&unserved, true, stored).message();
     let e = ctx.unserved(&unserved, true, failures);
-    Err(ctx.fail(e, last_class).await)
+    Err(ctx.fail_stored(e, last_class, kept).await)
 }
 
 impl Ctx {
@@ -923,14 +965,17 @@ fn relay(r: Relay) -> FrameStream {
                 }
             }
         };
-        let message = format!(
-            "the upstream stream broke after it started: {}",
-            failure.message
-        );
+        let broke = |m: &str| format!("the upstream stream broke after it started: {m}");
+        let message = broke(&failure.message);
+        let kept = r
+            .ctx
+            .as_ref()
+            .map(|c| c.stored(&failure))
+            .unwrap_or_default();
         let error = FinalError {
             code: "stream_cut".into(),
             class: Some(ErrorClass::StreamCut),
-            message: crate::limits::clip(&message, crate::limits::MAX_STORED_TEXT_BYTES),
+            message: crate::limits::clip(&broke(&kept), crate::limits::MAX_STORED_TEXT_BYTES),
         };
         drop(r.end(200, Some(failure), Some(error)));
         Some((in_band_error(&message, "stream_cut"), r))

@@ -12,6 +12,7 @@
 mod chat;
 pub mod keys;
 mod outcome;
+pub mod privacy;
 pub mod restore;
 
 use std::sync::atomic::{AtomicU64, Ordering};

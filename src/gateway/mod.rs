@@ -88,6 +88,8 @@ pub fn app_with(engine: Arc<Engine>, mcp_stop: CancellationToken) -> Router {
         .route(r::CHAT.path, post(chat))
         .route(r::MODELS.path, get(models))
         .route(r::HEALTH.path, get(health))
+        .route(r::LIVE.path, get(live))
+        .route(r::READY.path, get(ready))
         .route(r::MODEL_CATALOG.path, get(catalog))
         .route(r::SET_BUDGET.path, post(set_budget))
         .route(r::SESSION.path, get(session))
@@ -402,6 +404,19 @@ async fn health(op: Op) -> Result<Response, ApiError> {
         StatusCode::SERVICE_UNAVAILABLE
     };
     Ok((code, Json(h)).into_response())
+}
+
+/// Liveness: answering at all is the answer (no auth, a tiny body).
+async fn live() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: 200 `ok`, or 503 with the reason in a few words (no auth: nothing in it is private).
+async fn ready(axum::extract::State(engine): axum::extract::State<Arc<Engine>>) -> Response {
+    match read::not_ready(&engine) {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
 }
 
 /// The body of `POST /api/sessions/{id}/budget` (the session is in the path).

@@ -169,6 +169,21 @@ fn catalog_of(
     Ok(CatalogOut { models })
 }
 
+/// `GET /ready` (no auth: load balancers): why the gateway should get no traffic now, if so:
+/// while the event log cannot be written, or while no target can serve (every circuit open or
+/// cooling down). Times are the engine's clock, so an open circuit whose wait is over counts as
+/// able to serve (its probe) and readiness comes back without traffic.
+pub fn not_ready(engine: &Engine) -> Option<&'static str> {
+    let log = engine.log().health();
+    if log.failing || log.closed {
+        return Some("event log failing");
+    }
+    let serving = engine.targets().iter().any(|t| {
+        t.circuit != omniroute_core::event::CircuitState::Open && t.cooldown_until_ms.is_none()
+    });
+    (!serving).then_some("no target can serve")
+}
+
 /// `GET /api/health`, `omniroute_get_health`.
 pub fn health(engine: &Engine, caller: &Caller) -> Result<HealthView, ApiError> {
     caller.require(&[Scope::ReadHealth])?;

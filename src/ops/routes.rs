@@ -35,6 +35,10 @@ const fn post(path: &'static str) -> Route {
 pub const CHAT: Route = post("/v1/chat/completions");
 pub const MODELS: Route = get("/v1/models");
 pub const HEALTH: Route = get("/api/health");
+/// Liveness (no auth): 200 while the process serves.
+pub const LIVE: Route = get("/health");
+/// Readiness (no auth): 503 while the log fails or no target can serve.
+pub const READY: Route = get("/ready");
 pub const MODEL_CATALOG: Route = get("/api/models/catalog");
 pub const SET_BUDGET: Route = post("/api/sessions/{id}/budget");
 pub const SESSION: Route = get("/api/sessions/{id}");

@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use omniroute_core::event::ErrorClass;
 
-use super::anthropic_translate::{StreamTranslator, from_anthropic_response, to_anthropic_request};
+use super::anthropic_translate::{
+    StreamTranslator, TranslateError, from_anthropic_response, to_anthropic_request,
+};
 use super::openai::{api_key, send};
 use super::{Call, Chunk, ChunkStream, Failure, Reply};
 
@@ -24,7 +26,7 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, Failure> {
     if !c.stream {
         let v: serde_json::Value = resp.json().await.map_err(|e| super::body_failure(&e))?;
         let (body, tokens) = from_anthropic_response(&v, c.id, c.created, c.requested)
-            .map_err(|e| Failure::new(ErrorClass::ServerError, None, e.to_string()))?;
+            .map_err(|e| translate_failure(ErrorClass::ServerError, None, e))?;
         return Ok(super::full(&body, tokens));
     }
     let translator = StreamTranslator::new(c.id, c.created, c.requested, c.client_wants_usage);
@@ -44,11 +46,7 @@ fn frames(resp: reqwest::Response, mut tr: StreamTranslator) -> ChunkStream {
                     out.extend(frames.map(|f| Ok(Chunk::Frame(Bytes::from(f)))));
                 }
                 Err(e) => {
-                    out.push_back(Err(Failure::new(
-                        ErrorClass::StreamCut,
-                        None,
-                        e.to_string(),
-                    )));
+                    out.push_back(Err(translate_failure(ErrorClass::StreamCut, None, e)));
                     return true;
                 }
             }
@@ -61,4 +59,16 @@ fn frames(resp: reqwest::Response, mut tr: StreamTranslator) -> ChunkStream {
         },
         "upstream stream ended before message_stop",
     )
+}
+
+/// A translation error as a failure: Anthropic's own error text (which can quote the prompt) is
+/// marked as the upstream's, with its kind; a translation problem is in the gateway's words.
+fn translate_failure(class: ErrorClass, status: Option<u16>, e: TranslateError) -> Failure {
+    match &e {
+        TranslateError::Upstream { kind, .. } => {
+            let kind = serde_json::json!({ "type": kind });
+            Failure::quoting(class, status, e.to_string(), Some(&kind))
+        }
+        TranslateError::Invalid(_) => Failure::new(class, status, e.to_string()),
+    }
 }

@@ -26,17 +26,63 @@ pub struct Failure {
     pub status: Option<u16>,
     pub retry_after_ms: Option<u64>,
     pub message: String,
+    /// `Some` when `message` is the upstream's own text, which can quote the prompt: it is then
+    /// stored only with `log.store_bodies` (`engine::privacy`). Holds the error's type and code
+    /// as the upstream named them (`type/code`, identifiers only; empty when it named none).
+    pub upstream_kind: Option<String>,
 }
 
 impl Failure {
+    /// A failure in the gateway's own words (safe to store).
     pub fn new(class: ErrorClass, status: Option<u16>, message: impl Into<String>) -> Self {
         Self {
             class,
             status,
             retry_after_ms: None,
             message: message.into(),
+            upstream_kind: None,
         }
     }
+
+    /// A failure whose message is the upstream's text; `error` is the upstream's error object
+    /// (`{"type", "code", "message"}`), read for its kind.
+    pub fn quoting(
+        class: ErrorClass,
+        status: Option<u16>,
+        message: impl Into<String>,
+        error: Option<&Value>,
+    ) -> Self {
+        Self {
+            upstream_kind: Some(error.map(error_kind).unwrap_or_default()),
+            ..Self::new(class, status, message)
+        }
+    }
+}
+
+/// Longest part of an error kind kept (each of type and code).
+const KIND_PART: usize = 40;
+
+/// The kind of an upstream error object: its `type` and `code` joined by `/`, each kept only
+/// when it looks like an identifier (letters, digits, `_ . : -`, at most 40 characters), since
+/// this is stored even when the message is not and must not become a way around that.
+pub fn error_kind(error: &Value) -> String {
+    let ident = |v: &Value| {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        let ok = !s.is_empty()
+            && s.len() <= KIND_PART
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+        ok.then_some(s)
+    };
+    [&error["type"], &error["code"]]
+        .into_iter()
+        .filter_map(ident)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// One piece of a streamed answer.
@@ -206,11 +252,13 @@ pub fn http_failure(status: u16, retry_after: Option<&str>, body: &str) -> Failu
     if message.is_empty() {
         message = format!("upstream answered {status}");
     }
+    // OpenAI and Anthropic both answer `{"error": {"type", "code"?, "message"}}`.
+    let error = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
     Failure {
-        class,
-        status: Some(status),
         retry_after_ms: retry_after.and_then(parse_retry_after),
-        message,
+        ..Failure::quoting(class, Some(status), message, error.as_ref())
     }
 }
 

@@ -201,7 +201,12 @@ fn translate(data: &str, wants_usage: bool, out: &mut VecDeque<Result<Chunk, Fai
         let msg = err["message"]
             .as_str()
             .unwrap_or("upstream error in stream");
-        out.push_back(Err(Failure::new(ErrorClass::StreamCut, None, msg)));
+        out.push_back(Err(Failure::quoting(
+            ErrorClass::StreamCut,
+            None,
+            msg,
+            Some(&err),
+        )));
         return true;
     }
     let usage = v.usage.filter(Value::is_object);
