@@ -192,3 +192,65 @@ async fn upstream_error_text_is_kept_with_store_bodies() {
         assert!(completed.contains(prompt), "{completed}");
     }
 }
+
+/// The MCP tools that call upstreams: their audit records (`ToolCalled`) keep neither a
+/// completion's output nor an error quoting the prompt, only a keyed hash of each.
+#[tokio::test]
+async fn mcp_completion_tools_keep_no_upstream_text_in_their_audit_records() {
+    const ANSWER: &str = "wombat-9a0e44c2-answer-echoing-the-prompt";
+    const QUOTED: &str = "numbat-1d7b3f95-quoted-prompt";
+    let a = Fake::start(
+        vec![
+            Step::ok(ANSWER),
+            quoting(400, "invalid_request_error", "prompt_rejected", QUOTED),
+        ],
+        Step::ok("unused"),
+    )
+    .await;
+    let b = Fake::start(vec![], Step::ok("b")).await;
+    let mut gw = Gateway::start(&two_upstreams(&a, &b, "")).await;
+    let mcp = support::mcp::Mcp::connect(&gw, None).await;
+    let out = mcp
+        .ok(
+            "omniroute_route_request",
+            json!({ "model": "model-a", "messages": user("hello") }),
+        )
+        .await;
+    assert_eq!(out["content"], ANSWER, "{out}");
+    let e = mcp
+        .err(
+            "omniroute_route_request",
+            json!({ "model": "model-a", "messages": user("hello") }),
+        )
+        .await;
+    assert!(e.contains(QUOTED), "the caller is told: {e}");
+    mcp.close().await;
+    gw.stop().await;
+    let calls: Vec<_> = gw
+        .all_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ToolCalled(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls[0].output_preview.contains("keyed blake3"),
+        "{:?}",
+        calls[0]
+    );
+    assert!(
+        calls[1]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("keyed blake3"),
+        "{:?}",
+        calls[1]
+    );
+    let bytes = std::fs::read(gw.log.path()).unwrap();
+    for secret in [ANSWER, QUOTED] {
+        assert!(!contains(&bytes, secret), "the redb file holds `{secret}`");
+    }
+}

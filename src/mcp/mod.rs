@@ -35,6 +35,9 @@ use crate::error::ApiError;
 use crate::ops::audit;
 use crate::ops::auth::Caller;
 
+/// Tools whose answers carry what an upstream said (completions, their errors).
+const CALLS_UPSTREAM: [&str; 2] = ["omniroute_route_request", "omniroute_test_combo"];
+
 tokio::task_local! {
     /// Set by [`OmniMcp::audited`] within one `call_tool`: whether a tool ran (and recorded
     /// the call).
@@ -120,11 +123,35 @@ impl OmniMcp {
         started: std::time::Instant,
         out: Result<Value, &str>,
     ) {
+        let key = self.engine.audit_key();
+        // A completion's output, and its errors (which quote upstream error text), can hold the
+        // prompt: stored only as a keyed hash unless bodies are stored (DESIGN.md section 8).
+        let withheld = (CALLS_UPSTREAM.contains(&tool) && !self.engine.config().log.store_bodies)
+            .then(|| {
+                let text = match &out {
+                    Ok(v) => v.to_string(),
+                    Err(e) => (*e).to_string(),
+                };
+                let hash = blake3::keyed_hash(&key, text.as_bytes()).to_hex();
+                format!(
+                    "not stored (log.store_bodies = false), keyed blake3 {}",
+                    hash.get(..32).unwrap_or_default()
+                )
+            });
+        let error_text: String;
+        let out = match (withheld, out) {
+            (Some(w), Ok(_)) => Ok(Value::String(format!("output {w}"))),
+            (Some(w), Err(_)) => {
+                error_text = format!("error text {w}");
+                Err(error_text.as_str())
+            }
+            (None, out) => out,
+        };
         let event = audit::tool_called(
             tool,
             caller,
             args,
-            &self.engine.audit_key(),
+            &key,
             started.elapsed(),
             out.as_ref().map_err(|e| *e),
         );
