@@ -23,9 +23,14 @@ pub fn stored_message(f: &Failure, store_bodies: bool, key: &[u8; 32]) -> String
     }
 }
 
-fn withheld(kind: &str, status: Option<u16>, text: &str, key: &[u8; 32]) -> String {
+/// The keyed blake3 of `text`, as stored in its place: hex, the first 128 bits.
+pub fn digest(key: &[u8; 32], text: &str) -> String {
     let hash = blake3::keyed_hash(key, text.as_bytes()).to_hex();
-    let hash = hash.get(..HASH_HEX).unwrap_or_default();
+    hash.get(..HASH_HEX).unwrap_or_default().to_string()
+}
+
+fn withheld(kind: &str, status: Option<u16>, text: &str, key: &[u8; 32]) -> String {
+    let hash = digest(key, text);
     let mut out = String::from("upstream error");
     if !kind.is_empty() {
         out.push(' ');

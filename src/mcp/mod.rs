@@ -132,10 +132,9 @@ impl OmniMcp {
                     Ok(v) => v.to_string(),
                     Err(e) => (*e).to_string(),
                 };
-                let hash = blake3::keyed_hash(&key, text.as_bytes()).to_hex();
                 format!(
                     "not stored (log.store_bodies = false), keyed blake3 {}",
-                    hash.get(..32).unwrap_or_default()
+                    crate::engine::privacy::digest(&key, &text)
                 )
             });
         let error_text: String;
