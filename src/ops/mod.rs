@@ -1,6 +1,9 @@
-//! The operations layer: what the admin API, the CLI and (next) the MCP tools all call. So far it
-//! owns who the caller is and what it may do ([`auth`]); the typed operations move here from the
-//! HTTP handlers one by one (issue 14).
+//! The operations layer: what the admin API, the CLI and the MCP tools all call (issue 14). Who
+//! the caller is and what it may do ([`auth`]), the audit record of a tool call ([`audit`]), and
+//! the operations themselves, each `op(engine, caller, typed args) -> Result<typed answer,
+//! ApiError>` checking its scopes first: reads ([`read`]), the log ([`log`]), control writes
+//! ([`control`]), completions and their dry runs ([`execute`]). [`routes`] is the admin API's one
+//! route table.
 
 pub mod audit;
 pub mod auth;
