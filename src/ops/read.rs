@@ -196,11 +196,8 @@ pub async fn list_combos(
     caller: &Caller,
     args: ListCombosArgs,
 ) -> Result<CombosOut, ApiError> {
-    caller.require(&[Scope::ReadCombos])?;
-    engine.settled().await?;
-    let cfg = engine.config();
-    let views = engine.projections.read(|p| admin::combos(p, &cfg));
-    let combos = views
+    let combos = combos(engine, caller)
+        .await?
         .into_iter()
         .map(|c| {
             Ok(ComboOut {
